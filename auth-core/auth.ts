@@ -1,0 +1,62 @@
+import { betterAuth } from 'better-auth'
+import type { BetterAuthOptions } from 'better-auth'
+import type { Config, UserField } from '../shared/config.ts'
+import type { Pool } from '../shared/db.ts'
+
+export const SESSION_EXPIRES_IN_SECONDS = 60 * 60 * 24 * 7
+export const SESSION_UPDATE_AGE_SECONDS = 60 * 60 * 24
+export const MIN_PASSWORD_LENGTH = 8
+export const MAX_PASSWORD_LENGTH = 128
+
+type AdditionalFields = NonNullable<NonNullable<BetterAuthOptions['user']>['additionalFields']>
+
+/** `AUTH_USER_FIELDS` as better-auth additional fields; `input: false` is what makes a field readonly. */
+export function toAdditionalFields (fields: readonly UserField[]): AdditionalFields {
+  const result: AdditionalFields = {}
+  for (const field of fields) {
+    result[field.name] = { type: field.type, required: false, input: !field.readonly }
+  }
+  return result
+}
+
+/**
+ * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
+ * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
+ */
+export function createAuthOptions (config: Readonly<Config>, pool: Pool) {
+  return {
+    appName: 'auth-gateway',
+    database: pool,
+    secret: config.betterAuthSecret,
+    baseURL: `${config.publicUrl}/auth`,
+    trustedOrigins: [...config.allowedOrigins],
+    emailAndPassword: {
+      enabled: true,
+      minPasswordLength: MIN_PASSWORD_LENGTH,
+      maxPasswordLength: MAX_PASSWORD_LENGTH,
+      autoSignIn: true
+    },
+    session: {
+      expiresIn: SESSION_EXPIRES_IN_SECONDS,
+      updateAge: SESSION_UPDATE_AGE_SECONDS
+    },
+    user: {
+      additionalFields: toAdditionalFields(config.userFields)
+    },
+    advanced: {
+      // The gateway replaces any client-sent X-Forwarded-For with the one address it resolved.
+      ipAddress: { ipAddressHeaders: ['x-forwarded-for'] }
+    },
+    // The gateway owns rate limiting (per normalised route group, shared across replicas).
+    rateLimit: { enabled: false },
+    telemetry: { enabled: false }
+  } satisfies BetterAuthOptions
+}
+
+export type AuthOptions = ReturnType<typeof createAuthOptions>
+
+export function createAuth (config: Readonly<Config>, pool: Pool) {
+  return betterAuth(createAuthOptions(config, pool))
+}
+
+export type Auth = ReturnType<typeof createAuth>

@@ -1,0 +1,15 @@
+import { ConfigError } from '../shared/config.ts'
+import { createPool } from '../shared/db.ts'
+import { loggerOptions } from '../shared/log.ts'
+import { run } from '../shared/run.ts'
+import { buildAuthCore } from './app.ts'
+
+// `npm run start:auth-core`: the internal auth core alone, on 127.0.0.1:AUTH_CORE_PORT.
+await run(async (config) => {
+  if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start auth-core alone (npm start runs the embedded database)')
+  const pool = createPool(config.databaseUrl)
+  const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel) })
+  app.addHook('onClose', async () => { await pool.end() })
+  await app.listen({ host: '127.0.0.1', port: config.authCorePort })
+  return async () => { await app.close() }
+})

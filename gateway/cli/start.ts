@@ -1,0 +1,11 @@
+import { loggerOptions } from '../../shared/log.ts'
+import { startStack } from '../stack.ts'
+import { run } from '../../shared/run.ts'
+
+// `npm start`: embedded Postgres when DATABASE_URL is unset, migrations, auth-core and gateway.
+await run(async (config) => {
+  const stack = await startStack(config, { logger: loggerOptions(config.logLevel) })
+  const database = config.databaseUrl === undefined ? `embedded Postgres in ${config.dataDir}` : 'DATABASE_URL'
+  process.stdout.write(`\nauth-gateway ready on ${stack.url} (public URL ${config.publicUrl}, auth at ${config.publicUrl}/auth, ${database})\n\n`)
+  return stack.close
+})

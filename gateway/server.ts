@@ -1,0 +1,15 @@
+import { createPool } from '../shared/db.ts'
+import { ConfigError } from '../shared/config.ts'
+import { loggerOptions } from '../shared/log.ts'
+import { buildGateway } from './app.ts'
+import { run } from '../shared/run.ts'
+
+// `npm run start:gateway`: the gateway alone, against a real Postgres and a running auth-core.
+await run(async (config) => {
+  if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
+  const pool = createPool(config.databaseUrl)
+  const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })
+  app.addHook('onClose', async () => { await pool.end() })
+  await app.listen({ host: config.host, port: config.port })
+  return async () => { await app.close() }
+})

@@ -1,0 +1,72 @@
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { buildAuthCore } from '../auth-core/app.ts'
+import { createAuthOptions } from '../auth-core/auth.ts'
+import type { Config } from '../shared/config.ts'
+import { createPool, startEmbeddedPostgres } from '../shared/db.ts'
+import type { EmbeddedPostgres, Pool } from '../shared/db.ts'
+import { migrate } from '../shared/migrate.ts'
+import { buildGateway } from './app.ts'
+
+export interface Stack {
+  /** The gateway's listening URL. */
+  url: string
+  authCoreUrl: string
+  databaseUrl: string
+  /** The configuration the gateway runs with (`authCoreUrl` is the port auth-core really got). */
+  config: Readonly<Config>
+  pool: Pool
+  gateway: FastifyInstance
+  authCore: FastifyInstance
+  /** Stops the gateway (draining in-flight requests), then auth-core, then the database. */
+  close: () => Promise<void>
+}
+
+export interface StackOptions {
+  logger?: FastifyServerOptions['logger']
+}
+
+function listeningUrl (app: FastifyInstance): string {
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('server is not listening on TCP')
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host}:${address.port}`
+}
+
+/**
+ * The whole stack in one process: the embedded Postgres when `DATABASE_URL` is unset, migrations,
+ * auth-core on loopback, then the gateway. What `npm start` runs, and what end-to-end tests start.
+ */
+export async function startStack (config: Readonly<Config>, options: StackOptions = {}): Promise<Stack> {
+  const opened: Array<() => Promise<void>> = []
+  const close = async (): Promise<void> => {
+    for (const step of opened.splice(0).reverse()) await step()
+  }
+  try {
+    let embedded: EmbeddedPostgres | undefined
+    let databaseUrl = config.databaseUrl
+    if (databaseUrl === undefined) {
+      embedded = await startEmbeddedPostgres({ dataDir: config.dataDir })
+      const stop = embedded.stop
+      opened.push(stop)
+      databaseUrl = embedded.url
+    }
+    const pool = createPool(databaseUrl)
+    opened.push(async () => { await pool.end() })
+    await migrate(pool, createAuthOptions(config, pool))
+
+    const authCore = await buildAuthCore(config, { pool, logger: options.logger })
+    opened.push(async () => { await authCore.close() })
+    await authCore.listen({ host: '127.0.0.1', port: config.authCorePort })
+    const authCoreUrl = listeningUrl(authCore)
+
+    const gatewayConfig: Readonly<Config> = Object.freeze({ ...config, authCoreUrl })
+    const gateway = await buildGateway(gatewayConfig, { pool, logger: options.logger })
+    opened.push(async () => { await gateway.close() })
+    await gateway.listen({ host: config.host, port: config.port })
+
+    return { url: listeningUrl(gateway), authCoreUrl, databaseUrl, config: gatewayConfig, pool, gateway, authCore, close }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}

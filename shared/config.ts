@@ -1,0 +1,308 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+
+/** The type of a custom better-auth user field declared in `AUTH_USER_FIELDS`. */
+export type UserFieldType = 'string' | 'number' | 'boolean'
+
+export interface UserField {
+  name: string
+  type: UserFieldType
+  /** A readonly field (e.g. `role`) can never be set by a client. */
+  readonly: boolean
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+
+export interface Config {
+  nodeEnv: string
+  production: boolean
+  /** Unset: an embedded Postgres (PGlite) is started in `dataDir`. */
+  databaseUrl: string | undefined
+  /** @default './.data' */
+  dataDir: string
+  betterAuthSecret: string
+  jwtSecret: string
+  /** @default 'http://localhost:8000' */
+  publicUrl: string
+  /** @default 8000 */
+  port: number
+  /** @default '127.0.0.1' */
+  host: string
+  /** @default 'http://127.0.0.1:3001' */
+  authCoreUrl: string
+  /** @default 3001 */
+  authCorePort: number
+  /** @default ['http://localhost:3000'] */
+  allowedOrigins: readonly string[]
+  ragUpstreamUrl: string | undefined
+  appUpstreamUrl: string | undefined
+  userFields: readonly UserField[]
+  /** @default 5 */
+  authRateLimitMax: number
+  /** Milliseconds. @default 15 minutes */
+  authRateLimitWindow: number
+  /** @default 300 */
+  rateLimitMax: number
+  /** Milliseconds. @default 1 minute */
+  rateLimitWindow: number
+  /** @default 30 */
+  ragRateLimitAnon: number
+  /** @default 120 */
+  ragRateLimitUser: number
+  /** @default '1' */
+  consentVersion: string
+  /** @default false */
+  trustProxy: boolean
+  redisUrl: string | undefined
+  /** Milliseconds. @default 5 seconds */
+  sessionCacheTtl: number
+  /** @default 'info' */
+  logLevel: LogLevel
+}
+
+export type Env = Record<string, string | undefined>
+
+export const DEFAULT_DATA_DIR = './.data'
+export const DEFAULT_PUBLIC_URL = 'http://localhost:8000'
+export const DEFAULT_PORT = 8000
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_AUTH_CORE_PORT = 3001
+export const DEFAULT_ALLOWED_ORIGINS = 'http://localhost:3000'
+export const MIN_SECRET_LENGTH = 32
+const SECRETS_FILE = 'secrets.json'
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+/** Thrown for a missing or malformed variable; the message is the one line printed at startup. */
+export class ConfigError extends Error {
+  readonly variable: string
+  constructor (variable: string, expected: string, got?: string) {
+    super(`Invalid configuration: ${variable} ${expected}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+function present (env: Env, name: string): string | undefined {
+  const value = env[name]
+  if (value === undefined) return undefined
+  const trimmed = value.trim()
+  return trimmed === '' ? undefined : trimmed
+}
+
+function integer (env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = present(env, name)
+  if (raw === undefined) return fallback
+  if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new ConfigError(name, `must be an integer between ${min} and ${max}`, raw)
+  }
+  return Number(raw)
+}
+
+function boolean (env: Env, name: string, fallback: boolean): boolean {
+  const raw = present(env, name)
+  if (raw === undefined) return fallback
+  if (/^(true|1|yes)$/i.test(raw)) return true
+  if (/^(false|0|no)$/i.test(raw)) return false
+  throw new ConfigError(name, 'must be true or false', raw)
+}
+
+function httpUrl (env: Env, name: string, fallback?: string): string | undefined {
+  const raw = present(env, name) ?? fallback
+  if (raw === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(name, 'must be an absolute http(s) URL', raw)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError(name, 'must be an absolute http(s) URL', raw)
+  }
+  return raw.replace(/\/+$/, '')
+}
+
+function postgresUrl (env: Env, name: string): string | undefined {
+  const raw = present(env, name)
+  if (raw === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    throw new ConfigError(name, 'must be a postgres:// connection URL', raw.replace(/:[^:@/]*@/, ':***@'))
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConfigError(name, 'must be a postgres:// connection URL', `${url.protocol}//…`)
+  }
+  return raw
+}
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  millisecond: 1,
+  s: 1000,
+  sec: 1000,
+  second: 1000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  h: 3_600_000,
+  hour: 3_600_000,
+  d: 86_400_000,
+  day: 86_400_000
+}
+
+/** Parses `"15 minutes"`, `"5s"`, `"1 minute"`, `"500 ms"` or a bare number of milliseconds. */
+export function parseDuration (text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim())
+  if (match === null) return undefined
+  const amount = Number(match[1])
+  let unit = match[2].toLowerCase()
+  if (unit === '') return Math.round(amount)
+  if (!(unit in DURATION_UNITS) && unit.endsWith('s')) unit = unit.slice(0, -1)
+  const factor = DURATION_UNITS[unit]
+  return factor === undefined ? undefined : Math.round(amount * factor)
+}
+
+function duration (env: Env, name: string, fallback: string): number {
+  const raw = present(env, name) ?? fallback
+  const ms = parseDuration(raw)
+  if (ms === undefined || ms <= 0) {
+    throw new ConfigError(name, 'must be a positive duration such as "15 minutes" or "5 seconds"', raw)
+  }
+  return ms
+}
+
+function origins (env: Env, name: string, fallback: string): string[] {
+  const raw = present(env, name) ?? fallback
+  return raw.split(',').map((part) => part.trim()).filter((part) => part !== '').map((origin) => {
+    let url: URL
+    try {
+      url = new URL(origin)
+    } catch {
+      throw new ConfigError(name, 'must be a comma-separated list of origins such as https://docs.example.com', origin)
+    }
+    if (url.origin !== origin.replace(/\/$/, '') || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      throw new ConfigError(name, 'must list bare origins (scheme://host[:port], no path)', origin)
+    }
+    return url.origin
+  })
+}
+
+const FIELD_NAME = /^[a-zA-Z][a-zA-Z0-9_]{0,62}$/
+// Names better-auth already owns on its user table.
+const RESERVED_FIELDS = new Set(['id', 'name', 'email', 'emailVerified', 'image', 'createdAt', 'updatedAt', 'password'])
+
+/** Parses `AUTH_USER_FIELDS`: `name:type[:readonly]`, space-separated. */
+export function parseUserFields (raw: string): UserField[] {
+  const seen = new Set<string>()
+  return raw.split(/\s+/).filter((part) => part !== '').map((spec) => {
+    const [name, type, flag, ...rest] = spec.split(':')
+    const bad = (expected: string): never => { throw new ConfigError('AUTH_USER_FIELDS', expected, spec) }
+    if (name === undefined || !FIELD_NAME.test(name)) bad('entries must be name:type[:readonly] with a letter-first name')
+    if (RESERVED_FIELDS.has(name)) bad(`cannot redeclare the built-in user field "${name}"`)
+    if (seen.has(name)) bad(`declares "${name}" twice`)
+    if (type !== 'string' && type !== 'number' && type !== 'boolean') bad('types must be string, number or boolean')
+    if ((flag !== undefined && flag !== 'readonly') || rest.length > 0) bad('accepts only the flag "readonly"')
+    seen.add(name)
+    return { name, type: type as UserFieldType, readonly: flag === 'readonly' }
+  })
+}
+
+interface DevSecrets {
+  betterAuthSecret: string
+  jwtSecret: string
+}
+
+/** Development secrets are generated once and kept in `DATA_DIR`, so sessions survive restarts. */
+function loadDevSecrets (dataDir: string): DevSecrets {
+  const file = join(dataDir, SECRETS_FILE)
+  try {
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as Partial<DevSecrets>
+    if (typeof stored.betterAuthSecret === 'string' && typeof stored.jwtSecret === 'string') {
+      return { betterAuthSecret: stored.betterAuthSecret, jwtSecret: stored.jwtSecret }
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err
+  }
+  const secrets: DevSecrets = {
+    betterAuthSecret: randomBytes(32).toString('base64url'),
+    jwtSecret: randomBytes(32).toString('base64url')
+  }
+  mkdirSync(dataDir, { recursive: true })
+  // 'wx' fails if another process won the race; then read what it wrote.
+  try {
+    writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: 'wx' })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return loadDevSecrets(dataDir)
+    throw err
+  }
+  return secrets
+}
+
+function secret (env: Env, name: string, production: boolean, generated: () => string): string {
+  const raw = present(env, name)
+  if (raw === undefined) {
+    if (production) throw new ConfigError(name, `is required when NODE_ENV=production (at least ${MIN_SECRET_LENGTH} characters)`)
+    return generated()
+  }
+  if (raw.length < MIN_SECRET_LENGTH) {
+    // The value itself is a secret: say how long it is, never what it is.
+    throw new ConfigError(name, `must be at least ${MIN_SECRET_LENGTH} characters long`, `${raw.length} characters`)
+  }
+  return raw
+}
+
+/**
+ * Reads, validates and freezes the configuration. The only reader of the environment in the project.
+ * Throws a `ConfigError` naming the first bad variable.
+ */
+export function loadConfig (env: Env = process.env): Readonly<Config> {
+  const nodeEnv = present(env, 'NODE_ENV') ?? 'development'
+  const production = nodeEnv === 'production'
+  const dataDir = resolve(present(env, 'DATA_DIR') ?? DEFAULT_DATA_DIR)
+  let devSecrets: DevSecrets | undefined
+  const dev = (): DevSecrets => (devSecrets ??= loadDevSecrets(dataDir))
+
+  const logLevel = (present(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
+  if (!LOG_LEVELS.includes(logLevel as LogLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`, logLevel)
+  }
+  const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
+  const consentVersion = present(env, 'CONSENT_VERSION') ?? '1'
+  if (consentVersion.length > 32) throw new ConfigError('CONSENT_VERSION', 'must be at most 32 characters', consentVersion)
+  const rateLimitWindow = duration(env, 'RATE_LIMIT_WINDOW', '1 minute')
+
+  const config: Config = {
+    nodeEnv,
+    production,
+    databaseUrl: postgresUrl(env, 'DATABASE_URL'),
+    dataDir,
+    betterAuthSecret: secret(env, 'BETTER_AUTH_SECRET', production, () => dev().betterAuthSecret),
+    jwtSecret: secret(env, 'JWT_SECRET', production, () => dev().jwtSecret),
+    publicUrl: httpUrl(env, 'PUBLIC_URL', DEFAULT_PUBLIC_URL) as string,
+    port: integer(env, 'PORT', DEFAULT_PORT, 0, 65535),
+    host: present(env, 'HOST') ?? DEFAULT_HOST,
+    authCoreUrl: httpUrl(env, 'AUTH_CORE_URL', `http://127.0.0.1:${authCorePort}`) as string,
+    authCorePort,
+    allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
+    ragUpstreamUrl: httpUrl(env, 'RAG_UPSTREAM_URL'),
+    appUpstreamUrl: httpUrl(env, 'APP_UPSTREAM_URL'),
+    userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
+    authRateLimitMax: integer(env, 'AUTH_RATE_LIMIT_MAX', 5, 1, 1_000_000_000),
+    authRateLimitWindow: duration(env, 'AUTH_RATE_LIMIT_WINDOW', '15 minutes'),
+    rateLimitMax: integer(env, 'RATE_LIMIT_MAX', 300, 1, 1_000_000_000),
+    rateLimitWindow,
+    ragRateLimitAnon: integer(env, 'RAG_RATE_LIMIT_ANON', 30, 1, 1_000_000_000),
+    ragRateLimitUser: integer(env, 'RAG_RATE_LIMIT_USER', 120, 1, 1_000_000_000),
+    consentVersion,
+    trustProxy: boolean(env, 'TRUST_PROXY', false),
+    redisUrl: present(env, 'REDIS_URL'),
+    sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
+    logLevel: logLevel as LogLevel
+  }
+  if (config.redisUrl !== undefined && !/^rediss?:\/\//.test(config.redisUrl)) {
+    throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
+  }
+  return Object.freeze(config)
+}
