@@ -10,6 +10,6 @@ await run(async (config) => {
   const pool = createPool(config.databaseUrl)
   const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel) })
   app.addHook('onClose', async () => { await pool.end() })
-  await app.listen({ host: '127.0.0.1', port: config.authCorePort })
+  await app.listen({ host: config.authCoreHost, port: config.authCorePort })
   return async () => { await app.close() }
 })

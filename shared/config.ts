@@ -33,6 +33,8 @@ export interface Config {
   authCoreUrl: string
   /** @default 3001 */
   authCorePort: number
+  /** Interface auth-core listens on; loopback unless it runs in its own container. @default '127.0.0.1' */
+  authCoreHost: string
   /** @default ['http://localhost:3000'] */
   allowedOrigins: readonly string[]
   ragUpstreamUrl: string | undefined
@@ -285,6 +287,7 @@ export function loadConfig (env: Env = process.env): Readonly<Config> {
     host: present(env, 'HOST') ?? DEFAULT_HOST,
     authCoreUrl: httpUrl(env, 'AUTH_CORE_URL', `http://127.0.0.1:${authCorePort}`) as string,
     authCorePort,
+    authCoreHost: present(env, 'AUTH_CORE_HOST') ?? DEFAULT_HOST,
     allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
     ragUpstreamUrl: httpUrl(env, 'RAG_UPSTREAM_URL'),
     appUpstreamUrl: httpUrl(env, 'APP_UPSTREAM_URL'),

@@ -64,6 +64,22 @@ export interface MigrationReport {
  * take turns, and each re-reads the schema after it holds the lock.
  */
 export async function migrate (pool: Pool, authOptions: BetterAuthOptions, migrations: readonly Migration[] = GATEWAY_MIGRATIONS): Promise<MigrationReport> {
+  // The embedded Postgres is a single session, where advisory locks are re-entrant: calls within
+  // this process also take turns here.
+  const previous = inProcessTurn
+  let done = (): void => {}
+  inProcessTurn = new Promise<void>((resolve) => { done = resolve })
+  try {
+    await previous
+    return await migrateLocked(pool, authOptions, migrations)
+  } finally {
+    done()
+  }
+}
+
+let inProcessTurn: Promise<void> = Promise.resolve()
+
+async function migrateLocked (pool: Pool, authOptions: BetterAuthOptions, migrations: readonly Migration[]): Promise<MigrationReport> {
   const client = await pool.connect()
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY])

@@ -1,0 +1,125 @@
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigError, loadConfig, parseDuration, parseUserFields } from '../../shared/config.ts'
+import { tempDir } from '../helper.ts'
+
+const SECRET = 'a'.repeat(32)
+
+t.test('defaults follow DESIGN §4', async (t) => {
+  const dataDir = tempDir(t)
+  const config = loadConfig({ DATA_DIR: dataDir })
+  t.equal(config.port, 8000)
+  t.equal(config.host, '127.0.0.1')
+  t.equal(config.publicUrl, 'http://localhost:8000')
+  t.equal(config.authCoreUrl, 'http://127.0.0.1:3001')
+  t.same(config.allowedOrigins, ['http://localhost:3000'])
+  t.equal(config.databaseUrl, undefined)
+  t.equal(config.authRateLimitMax, 5)
+  t.equal(config.authRateLimitWindow, 15 * 60_000)
+  t.equal(config.rateLimitMax, 300)
+  t.equal(config.rateLimitWindow, 60_000)
+  t.equal(config.ragRateLimitAnon, 30)
+  t.equal(config.ragRateLimitUser, 120)
+  t.equal(config.consentVersion, '1')
+  t.equal(config.trustProxy, false)
+  t.equal(config.sessionCacheTtl, 5000)
+  t.equal(config.logLevel, 'info')
+  t.ok(Object.isFrozen(config), 'frozen')
+})
+
+t.test('development secrets are generated once into DATA_DIR and reused', async (t) => {
+  const dataDir = tempDir(t)
+  const first = loadConfig({ DATA_DIR: dataDir })
+  const second = loadConfig({ DATA_DIR: dataDir })
+  t.ok(first.betterAuthSecret.length >= 32)
+  t.ok(first.jwtSecret.length >= 32)
+  t.not(first.betterAuthSecret, first.jwtSecret)
+  t.equal(second.betterAuthSecret, first.betterAuthSecret)
+  t.equal(second.jwtSecret, first.jwtSecret)
+  const file = join(dataDir, 'secrets.json')
+  t.ok(existsSync(file))
+  t.equal(statSync(file).mode & 0o777, 0o600, 'readable by the owner only')
+  t.match(readFileSync(file, 'utf8'), first.jwtSecret)
+})
+
+t.test('production requires long secrets', async (t) => {
+  const dataDir = tempDir(t)
+  t.throws(() => loadConfig({ NODE_ENV: 'production', DATA_DIR: dataDir, JWT_SECRET: SECRET }), { name: 'ConfigError', variable: 'BETTER_AUTH_SECRET' })
+  t.throws(() => loadConfig({ NODE_ENV: 'production', DATA_DIR: dataDir, BETTER_AUTH_SECRET: SECRET }), { name: 'ConfigError', variable: 'JWT_SECRET' })
+  t.throws(() => loadConfig({ NODE_ENV: 'production', DATA_DIR: dataDir, BETTER_AUTH_SECRET: 'short', JWT_SECRET: SECRET }), {
+    variable: 'BETTER_AUTH_SECRET',
+    message: /BETTER_AUTH_SECRET must be at least 32 characters long \(got "5 characters"\)/
+  })
+  t.notOk(existsSync(join(dataDir, 'secrets.json')), 'nothing generated in production')
+  const ok = loadConfig({ NODE_ENV: 'production', DATA_DIR: dataDir, BETTER_AUTH_SECRET: SECRET, JWT_SECRET: SECRET })
+  t.equal(ok.production, true)
+})
+
+t.test('each malformed variable is named', async (t) => {
+  const dataDir = tempDir(t)
+  const cases: Array<[string, string]> = [
+    ['PORT', 'eighty'],
+    ['PORT', '70000'],
+    ['PORT', '-1'],
+    ['AUTH_CORE_PORT', '3.5'],
+    ['PUBLIC_URL', 'localhost:8000'],
+    ['AUTH_CORE_URL', 'ftp://x'],
+    ['RAG_UPSTREAM_URL', 'not a url'],
+    ['APP_UPSTREAM_URL', 'mailto:a@b'],
+    ['DATABASE_URL', 'mysql://root@localhost/db'],
+    ['ALLOWED_ORIGINS', 'http://ok.example,https://bad.example/path'],
+    ['AUTH_USER_FIELDS', 'role:date'],
+    ['AUTH_USER_FIELDS', 'email:string'],
+    ['AUTH_USER_FIELDS', 'role:string:secret'],
+    ['AUTH_RATE_LIMIT_MAX', 'many'],
+    ['AUTH_RATE_LIMIT_WINDOW', 'a fortnight'],
+    ['RATE_LIMIT_WINDOW', '0 seconds'],
+    ['RAG_RATE_LIMIT_ANON', '0'],
+    ['TRUST_PROXY', 'maybe'],
+    ['SESSION_CACHE_TTL', 'soon'],
+    ['LOG_LEVEL', 'loud'],
+    ['REDIS_URL', 'http://localhost:6379']
+  ]
+  for (const [variable, value] of cases) {
+    t.throws(() => loadConfig({ DATA_DIR: dataDir, [variable]: value }), { name: 'ConfigError', variable }, `${variable}=${value}`)
+  }
+  const err = (() => { try { loadConfig({ DATA_DIR: dataDir, PORT: 'eighty' }) } catch (e) { return e as ConfigError } })()
+  t.equal(err?.message, 'Invalid configuration: PORT must be an integer between 0 and 65535 (got "eighty")')
+})
+
+t.test('durations and user fields parse', async (t) => {
+  t.equal(parseDuration('15 minutes'), 900_000)
+  t.equal(parseDuration('1 minute'), 60_000)
+  t.equal(parseDuration('5 seconds'), 5000)
+  t.equal(parseDuration('5s'), 5000)
+  t.equal(parseDuration('250'), 250)
+  t.equal(parseDuration('2 hours'), 7_200_000)
+  t.equal(parseDuration('soon'), undefined)
+  t.same(parseUserFields('role:string:readonly tier:string  level:number'), [
+    { name: 'role', type: 'string', readonly: true },
+    { name: 'tier', type: 'string', readonly: false },
+    { name: 'level', type: 'number', readonly: false }
+  ])
+  t.throws(() => parseUserFields('tier:string tier:number'), { name: 'ConfigError', variable: 'AUTH_USER_FIELDS' })
+})
+
+t.test('a bad variable stops startup with one line naming it', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'abc' }, /^Invalid configuration: PORT must be an integer/],
+    [{ NODE_ENV: 'production', BETTER_AUTH_SECRET: 'too-short', JWT_SECRET: SECRET }, /^Invalid configuration: BETTER_AUTH_SECRET must be at least 32 characters/]
+  ]
+  for (const [env, expected] of cases) {
+    const result = spawnSync(process.execPath, ['--import=tsx', 'gateway/cli/start.ts'], {
+      env: { PATH: process.env.PATH, DATA_DIR: tempDir(t), ...env },
+      encoding: 'utf8',
+      timeout: 60_000
+    })
+    t.equal(result.status, 1, `exit code 1 for ${Object.keys(env).join(',')}`)
+    const lines = result.stderr.trim().split('\n')
+    t.equal(lines.length, 1, 'one line')
+    t.match(lines[0], expected)
+    t.notMatch(result.stderr, /too-short/, 'the secret itself is never printed')
+  }
+})
