@@ -1,0 +1,84 @@
+import type { AccessRule } from './rules.ts'
+
+export interface RequestFacts {
+  method: string
+  /** A normalised path, or the pattern of the route the request matched. */
+  path: string
+  /** The signed-in caller, with the role better-auth holds for them, if any. */
+  identity: Record<string, unknown> & { role?: unknown } | null
+}
+
+export type Decision =
+  | { allowed: true, rule: AccessRule }
+  | { allowed: false, status: 401 | 403 | 404, reason: 'no_rule' | 'session_required' | 'role_required', rule: AccessRule | null }
+
+function methodMatches (rule: AccessRule, method: string): boolean {
+  const wanted = method === 'HEAD' ? 'GET' : method
+  return rule.methods.some((m) => m === '*' || m === wanted)
+}
+
+/** Whether a rule's pattern covers a path: exactly, or as a prefix on a slash boundary (`/api/*`). */
+export function patternMatches (pattern: string, path: string): boolean {
+  if (pattern === path) return true
+  if (!pattern.endsWith('/*')) return false
+  const prefix = pattern.slice(0, -1) // keeps the slash: '/api/'
+  return path.startsWith(prefix) && path.length > prefix.length
+}
+
+/** How specific a match is: exact beats any prefix, a longer prefix beats a shorter one. */
+function specificity (pattern: string, path: string): number {
+  return pattern === path ? Number.MAX_SAFE_INTEGER : pattern.length
+}
+
+/**
+ * Every rule that decides `method path`, at the highest specificity. More than one is an overlap
+ * (the coverage check refuses to start on it); none is a gap.
+ */
+export function matchingRules (rules: readonly AccessRule[], method: string, path: string): AccessRule[] {
+  let best = -1
+  let found: AccessRule[] = []
+  for (const rule of rules) {
+    if (!methodMatches(rule, method) || !patternMatches(rule.path, path)) continue
+    const score = specificity(rule.path, path)
+    if (score > best) {
+      best = score
+      found = [rule]
+    } else if (score === best) {
+      found.push(rule)
+    }
+  }
+  return found
+}
+
+/** The access decision: pure, default deny. */
+export function isEndpointAccessible (rules: readonly AccessRule[], facts: RequestFacts): Decision {
+  const found = matchingRules(rules, facts.method, facts.path)
+  if (found.length !== 1) return { allowed: false, status: 404, reason: 'no_rule', rule: null }
+  const rule = found[0]
+  if (rule.access === 'public') return { allowed: true, rule }
+  if (facts.identity === null) return { allowed: false, status: 401, reason: 'session_required', rule }
+  if (rule.access === 'session') return { allowed: true, rule }
+  const role = rule.access.slice('role:'.length)
+  const held = typeof facts.identity.role === 'string' ? facts.identity.role.split(',').map((r) => r.trim()) : []
+  return held.includes(role) ? { allowed: true, rule } : { allowed: false, status: 403, reason: 'role_required', rule }
+}
+
+export interface RouteSummary {
+  method: string
+  url: string
+}
+
+/**
+ * The coverage proof: every registered route matches exactly one rule. Returns the problems, one
+ * sentence each naming the route; empty when the table covers the gateway.
+ */
+export function coverageProblems (rules: readonly AccessRule[], routes: readonly RouteSummary[]): string[] {
+  const problems: string[] = []
+  for (const route of routes) {
+    if (route.method === 'OPTIONS') continue
+    const found = matchingRules(rules, route.method, route.url)
+    if (found.length === 0) problems.push(`route ${route.method} ${route.url} matches no access rule`)
+    else if (found.length > 1) problems.push(`route ${route.method} ${route.url} matches ${found.length} access rules (${found.map((r) => `${r.methods.join(',')} ${r.path}`).join('; ')})`)
+  }
+  return problems
+}

@@ -1,0 +1,31 @@
+/** Who may call a route: anyone, a signed-in caller, or a signed-in caller with a role. */
+export type Access = 'public' | 'session' | `role:${string}`
+
+export type RuleMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | '*'
+
+export interface AccessRule {
+  /** `'*'`: every method the route accepts. `HEAD` is decided by the `GET` rule. */
+  readonly methods: readonly RuleMethod[]
+  /** A route pattern as registered on the gateway: exact (`/api/v1/query`) or a prefix (`/api/*`). */
+  readonly path: string
+  readonly access: Access
+}
+
+/**
+ * DESIGN §5, the whole access policy in one place. Every route registered on the gateway must match
+ * exactly one rule, or the gateway refuses to start; a request no rule allows is denied.
+ * To add a route: register it, add its rule here, and add a case to the access tests.
+ */
+export const DEFAULT_RULES = [
+  { methods: ['GET'], path: '/health', access: 'public' },
+  { methods: ['GET'], path: '/ready', access: 'public' },
+  { methods: ['*'], path: '/auth', access: 'public' },
+  { methods: ['*'], path: '/auth/*', access: 'public' },
+  { methods: ['GET'], path: '/auth/jwt', access: 'session' },
+  { methods: ['GET'], path: '/api/validate-session', access: 'public' },
+  { methods: ['POST'], path: '/api/v1/query', access: 'public' },
+  { methods: ['POST'], path: '/api/v1/select', access: 'public' },
+  { methods: ['GET', 'POST', 'DELETE'], path: '/api/v1/profile', access: 'session' },
+  { methods: ['GET'], path: '/api/v1/profile/export', access: 'session' },
+  { methods: ['*'], path: '/api/*', access: 'session' }
+] as const satisfies readonly AccessRule[]

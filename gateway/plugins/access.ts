@@ -1,0 +1,57 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
+import { coverageProblems, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
+import type { RouteSummary } from '../access/is-endpoint-accessible.ts'
+import type { AccessRule } from '../access/rules.ts'
+import { ForbiddenError, UnauthorizedError } from '../errors.ts'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** `'optional'`: a public route that still wants to know a signed-in caller (RAG, validate-session). */
+    identity?: 'optional'
+  }
+}
+
+export interface AccessPluginOptions {
+  rules: readonly AccessRule[]
+}
+
+function routeMethods (route: RouteOptions): string[] {
+  return Array.isArray(route.method) ? route.method : [route.method]
+}
+
+/**
+ * Enforces the access policy on every request, before anything else runs for it: the decision uses
+ * the route that matched (after normalisation) and the method, never the raw URL. Also proves at
+ * startup that each registered route matches exactly one rule.
+ */
+async function accessPlugin (app: FastifyInstance, options: AccessPluginOptions): Promise<void> {
+  const routes: RouteSummary[] = []
+  app.addHook('onRoute', (route) => {
+    for (const method of routeMethods(route)) routes.push({ method, url: route.url })
+  })
+  app.addHook('onReady', async () => {
+    const problems = coverageProblems(options.rules, routes)
+    if (problems.length > 0) throw new Error(`access policy does not cover the gateway: ${problems.join('; ')}`)
+  })
+
+  app.addHook('onRequest', async (request: FastifyRequest) => {
+    const route = request.routeOptions.url
+    // Unmatched requests go on to the 404 handler.
+    if (route === undefined || request.is404) return
+    const facts = { method: request.method, path: route, identity: null }
+    const anonymous = isEndpointAccessible(options.rules, facts)
+    if (anonymous.allowed && request.routeOptions.config.identity !== 'optional') return
+    if (!anonymous.allowed && anonymous.reason === 'no_rule') throw new ForbiddenError()
+
+    const resolution = await app.identities.resolve(request)
+    request.identity = resolution.identity
+    if (anonymous.allowed) return
+    if (resolution.error !== null) throw resolution.error
+    const decision = isEndpointAccessible(options.rules, { ...facts, identity: resolution.identity?.user ?? null })
+    if (decision.allowed) return
+    throw decision.status === 401 ? new UnauthorizedError() : new ForbiddenError()
+  })
+}
+
+export default fp(accessPlugin, { name: 'access', dependencies: ['identity'] })

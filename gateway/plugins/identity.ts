@@ -1,0 +1,245 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { UserField } from '../../shared/config.ts'
+import { JwtKeys } from '../../shared/jwt.ts'
+import type { TokenClaims } from '../../shared/jwt.ts'
+import { AuthCoreUnavailableError, InvalidTokenError } from '../errors.ts'
+
+export interface SessionUser {
+  id: string
+  email: string
+  name: string
+  [field: string]: unknown
+}
+
+/** Who the caller is, as the gateway vouches for it. */
+export interface Identity {
+  userId: string
+  email: string
+  name: string
+  /** The better-auth user (cookie) or the token's claims (bearer). */
+  user: SessionUser
+  /** The better-auth session (cookie callers only). */
+  session: Record<string, unknown> | null
+  via: 'cookie' | 'bearer'
+  /** Custom user fields for the identity token. */
+  claims: TokenClaims
+}
+
+/**
+ * The outcome of resolving a request: an identity, anonymous (`null`), or a failure the access
+ * policy turns into 401/503 on protected routes and ignores on public ones.
+ */
+export type Resolution =
+  | { identity: Identity, error: null }
+  | { identity: null, error: null }
+  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof InvalidTokenError> }
+
+/** Adds claims to the identity token sent upstream (e.g. consented profile fields). */
+export type ClaimProvider = (identity: Identity) => Promise<TokenClaims>
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    jwtKeys: JwtKeys
+    identities: IdentityResolver
+    /** Extra claims for upstream identity tokens; plugins push providers at registration. */
+    identityClaimProviders: ClaimProvider[]
+  }
+  interface FastifyRequest {
+    /** Set by the access policy before the handler: the caller, or null when anonymous. */
+    identity: Identity | null
+  }
+}
+
+export interface IdentityPluginOptions {
+  jwtSecret: string
+  /** Milliseconds a session look-up is reused. @default 5000 */
+  sessionCacheTtl: number
+  userFields: readonly UserField[]
+  /** @default 10000 */
+  maxCacheEntries?: number
+}
+
+const SESSION_COOKIE = /^(?:__Secure-|__Host-)?better-auth\.session_token$/
+const ANONYMOUS: Resolution = { identity: null, error: null }
+
+/** The better-auth session cookies of a `Cookie` header, in order: the cache key and what auth-core sees. */
+export function sessionCookies (cookieHeader: string | undefined): string | null {
+  if (cookieHeader === undefined || cookieHeader === '') return null
+  const pairs: string[] = []
+  for (const part of cookieHeader.split(';')) {
+    const at = part.indexOf('=')
+    if (at === -1) continue
+    const name = part.slice(0, at).trim()
+    if (SESSION_COOKIE.test(name)) pairs.push(`${name}=${part.slice(at + 1).trim()}`)
+  }
+  return pairs.length === 0 ? null : pairs.join('; ')
+}
+
+function bearerToken (authorization: string | undefined): string | null {
+  if (authorization === undefined) return null
+  const match = /^Bearer\s+([A-Za-z0-9_\-.]+)\s*$/i.exec(authorization)
+  return match === null ? null : match[1]
+}
+
+function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
+  const claims: TokenClaims = {}
+  for (const field of fields) {
+    const value = user[field.name]
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') claims[field.name] = value
+    else if (value === null) claims[field.name] = null
+  }
+  return claims
+}
+
+interface CacheEntry {
+  expires: number
+  resolution: Resolution
+}
+
+/**
+ * Resolves cookie sessions through auth-core's get-session (cached briefly, evicted at sign-out) and
+ * bearer JWTs locally with jose, with per-user revocation (`tokensValidAfter`).
+ */
+export class IdentityResolver {
+  readonly #app: FastifyInstance
+  readonly #options: Required<IdentityPluginOptions>
+  readonly #sessions = new Map<string, CacheEntry>()
+  readonly #revocations = new Map<string, { expires: number, validAfter: number }>()
+  readonly #inflight = new Map<string, Promise<Resolution>>()
+
+  constructor (app: FastifyInstance, options: Required<IdentityPluginOptions>) {
+    this.#app = app
+    this.#options = options
+  }
+
+  async resolve (request: FastifyRequest): Promise<Resolution> {
+    const token = bearerToken(request.headers.authorization)
+    if (token !== null) return this.#resolveBearer(token)
+    const cookies = sessionCookies(request.headers.cookie)
+    if (cookies === null) return ANONYMOUS
+    const cached = this.#sessions.get(cookies)
+    if (cached !== undefined && cached.expires > Date.now()) return cached.resolution
+    // Concurrent requests with one cookie share one look-up.
+    let pending = this.#inflight.get(cookies)
+    if (pending === undefined) {
+      pending = this.#lookUpSession(cookies, request).finally(() => { this.#inflight.delete(cookies) })
+      this.#inflight.set(cookies, pending)
+    }
+    return pending
+  }
+
+  /** Forgets a cookie session at once (sign-out through the gateway). */
+  evict (cookieHeader: string | undefined): void {
+    const cookies = sessionCookies(cookieHeader)
+    if (cookies !== null) this.#sessions.delete(cookies)
+  }
+
+  /** Forgets every cached session of a user and the cached revocation time (revoke all). */
+  evictUser (userId: string): void {
+    for (const [key, entry] of this.#sessions) {
+      if (entry.resolution.identity?.userId === userId) this.#sessions.delete(key)
+    }
+    this.#revocations.delete(userId)
+  }
+
+  #remember<K, V extends { expires: number }> (map: Map<K, V>, key: K, value: V): void {
+    if (map.size >= this.#options.maxCacheEntries) {
+      const oldest = map.keys().next()
+      if (oldest.done !== true) map.delete(oldest.value)
+    }
+    map.set(key, value)
+  }
+
+  async #lookUpSession (cookies: string, request: FastifyRequest): Promise<Resolution> {
+    let session: { user?: SessionUser, session?: Record<string, unknown> } | null
+    try {
+      const response = await this.#app.authCore.request({
+        method: 'GET',
+        path: '/api/auth/get-session',
+        headers: { cookie: cookies, 'x-forwarded-for': request.ip, accept: 'application/json' }
+      })
+      if (response.statusCode !== 200) {
+        await response.body.dump()
+        // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing.
+        if (response.statusCode >= 500) throw new Error(`get-session answered ${response.statusCode}`)
+        session = null
+      } else {
+        session = await response.body.json() as typeof session
+      }
+    } catch (err) {
+      request.log.warn({ err }, 'auth core unreachable for a session look-up')
+      return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+    }
+    // A forged or tampered cookie answers 200 with `null`: anonymous.
+    const user = session?.user
+    const resolution: Resolution = user === undefined || typeof user.id !== 'string'
+      ? ANONYMOUS
+      : {
+          identity: {
+            userId: user.id,
+            email: user.email,
+            name: user.name,
+            user,
+            session: session?.session ?? null,
+            via: 'cookie',
+            claims: customClaims(user, this.#options.userFields)
+          },
+          error: null
+        }
+    this.#remember(this.#sessions, cookies, { expires: Date.now() + this.#options.sessionCacheTtl, resolution })
+    return resolution
+  }
+
+  async #resolveBearer (token: string): Promise<Resolution> {
+    let payload
+    try {
+      payload = await this.#app.jwtKeys.verify(token)
+    } catch (err) {
+      return { identity: null, error: new InvalidTokenError({ cause: err }) }
+    }
+    let validAfter: number
+    try {
+      validAfter = await this.tokensValidAfter(payload.sub)
+    } catch (err) {
+      return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+    }
+    if (payload.iat * 1000 < validAfter) return { identity: null, error: new InvalidTokenError() }
+    const { sub, email, name } = payload
+    const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
+    return {
+      identity: { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) },
+      error: null
+    }
+  }
+
+  /** Bearer tokens issued before this time (ms) are refused; 0 when the user never revoked. */
+  async tokensValidAfter (userId: string): Promise<number> {
+    const cached = this.#revocations.get(userId)
+    if (cached !== undefined && cached.expires > Date.now()) return cached.validAfter
+    const { rows } = await this.#app.pg.query<{ at: Date }>('SELECT tokens_valid_after AS at FROM token_revocation WHERE user_id = $1', [userId])
+    const validAfter = rows.length === 0 ? 0 : rows[0].at.getTime()
+    this.#remember(this.#revocations, userId, { expires: Date.now() + this.#options.sessionCacheTtl, validAfter })
+    return validAfter
+  }
+
+  /** Refuses every bearer token of the user issued until now (sign out everywhere). */
+  async revokeTokens (userId: string): Promise<void> {
+    // Token `iat` has one-second resolution: a token issued in this very second is refused too.
+    await this.#app.pg.query(
+      `INSERT INTO token_revocation (user_id, tokens_valid_after) VALUES ($1, date_trunc('second', now()) + interval '1 second')
+       ON CONFLICT (user_id) DO UPDATE SET tokens_valid_after = EXCLUDED.tokens_valid_after`,
+      [userId]
+    )
+    this.evictUser(userId)
+  }
+}
+
+async function identityPlugin (app: FastifyInstance, options: IdentityPluginOptions): Promise<void> {
+  app.decorate('jwtKeys', new JwtKeys(options.jwtSecret))
+  app.decorate('identities', new IdentityResolver(app, { maxCacheEntries: 10_000, ...options }))
+  app.decorate('identityClaimProviders', [])
+  app.decorateRequest('identity', null)
+}
+
+export default fp(identityPlugin, { name: 'identity', dependencies: ['auth-core-client', 'pg'] })
