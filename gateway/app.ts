@@ -1,6 +1,5 @@
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import type { IncomingMessage } from 'node:http'
 import type { Config } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { useErrorFormat } from '../shared/errors.ts'
@@ -10,21 +9,17 @@ import authCoreClient from './plugins/auth-core-client.ts'
 import corsPlugin from './plugins/cors.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
-import authProxy, { resolveAuthAlias } from './routes/auth-proxy.ts'
+import hygienePlugin, { rewriteUrl } from './plugins/hygiene.ts'
+import rateLimitPlugin from './plugins/rate-limit.ts'
+import authProxy from './routes/auth-proxy.ts'
+import upstreamRoutes from './routes/upstreams.ts'
 import healthRoutes from './routes/health.ts'
 
 export interface GatewayOptions {
   pool: Pool
   logger?: FastifyServerOptions['logger']
-}
-
-/** The single place a request's URL is rewritten, before routing and before proxying. */
-export function rewriteUrl (req: IncomingMessage): string {
-  const url = req.url ?? '/'
-  const queryAt = url.indexOf('?')
-  const path = queryAt === -1 ? url : url.slice(0, queryAt)
-  const target = resolveAuthAlias(req.method ?? 'GET', path)
-  return target === path ? url : target + (queryAt === -1 ? '' : url.slice(queryAt))
+  /** Timeout of RAG and app upstream calls, in milliseconds. @default 30000 */
+  upstreamTimeoutMs?: number
 }
 
 /** The gateway, built but not listening (`server.ts` listens; tests inject or listen on port 0). */
@@ -40,14 +35,24 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(pgPlugin, { pool: options.pool })
   await app.register(authCoreClient, { authCoreUrl: config.authCoreUrl })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
-  // CORS first, so 401/403/429 answers to an allowed origin still carry its headers.
+  // Hook order is registration order: CORS (so 400/401/403/429 answers to an allowed origin still
+  // carry its headers), security headers and target checks, per-address limits, access policy.
   await app.register(corsPlugin, { allowedOrigins: config.allowedOrigins })
+  await app.register(hygienePlugin, { publicUrl: config.publicUrl })
+  await app.register(rateLimitPlugin, {
+    authMax: config.authRateLimitMax,
+    authWindow: config.authRateLimitWindow,
+    max: config.rateLimitMax,
+    window: config.rateLimitWindow,
+    ragAnon: config.ragRateLimitAnon,
+    ragUser: config.ragRateLimitUser
+  })
   await app.register(accessPlugin, { rules: DEFAULT_RULES })
 
   await app.register(healthRoutes)
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl })
   // routes: profile (issue 4) — register here
   // routes: tokens and validate-session (issue 5) — register here
-  // routes: RAG and app upstream (issue 3) — register here
+  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   return app
 }

@@ -63,6 +63,11 @@ export function testConfig (t: Teardown, env: Env = {}): Readonly<Config> {
     JWT_SECRET: JWT_TEST_SECRET,
     ALLOWED_ORIGINS: TEST_ORIGIN,
     LOG_LEVEL: 'silent',
+    // Generous budgets: the rate-limit tests set their own.
+    AUTH_RATE_LIMIT_MAX: '1000',
+    RAG_RATE_LIMIT_ANON: '1000',
+    RAG_RATE_LIMIT_USER: '1000',
+    RATE_LIMIT_MAX: '10000',
     ...env
   })
 }

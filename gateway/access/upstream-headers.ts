@@ -1,0 +1,103 @@
+import type { IncomingHttpHeaders } from 'node:http'
+
+// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones undici sets itself.
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect'
+])
+
+/*
+ * Headers an upstream may read as identity or routing facts: only the gateway speaks them.
+ * Compared after `_` → `-`, since WSGI/ASGI servers read `X_User_Id` as `X-User-Id`.
+ */
+const IDENTITY_HEADERS = new Set([
+  'authorization',
+  'cookie',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-user',
+  'x-forwarded-email',
+  'x-real-ip',
+  'x-remote-user',
+  'x-remote-addr',
+  'x-original-url',
+  'x-original-uri',
+  'x-rewrite-url',
+  'x-middleware-subrequest',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override'
+])
+const IDENTITY_PREFIXES = ['x-user-', 'x-auth-', 'x-user', 'x-auth']
+
+export function isIdentityHeader (name: string): boolean {
+  const canonical = name.toLowerCase().replace(/_/g, '-')
+  return IDENTITY_HEADERS.has(canonical) || IDENTITY_PREFIXES.some((prefix) => canonical.startsWith(prefix))
+}
+
+/** The names a client listed in `Connection`: hop-by-hop by its own declaration, so never forwarded. */
+function connectionListed (connection: string | string[] | undefined): Set<string> {
+  const listed = new Set<string>()
+  if (connection === undefined) return listed
+  for (const value of Array.isArray(connection) ? connection : [connection]) {
+    for (const name of value.split(',')) listed.add(name.trim().toLowerCase())
+  }
+  return listed
+}
+
+export interface GatewayFacts {
+  clientIp: string
+  host: string
+  protocol: string
+  /** For a signed-in caller: the identity token and user id the gateway vouches for. */
+  identity: { token: string, userId: string } | null
+}
+
+/**
+ * The headers an upstream receives: the client's, less hop-by-hop, `Connection`-listed and
+ * identity headers, plus the ones the gateway adds itself (added last, so a client's
+ * `Connection: x-user-id` cannot remove them).
+ */
+export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: GatewayFacts): Record<string, string | string[]> {
+  const listed = connectionListed(client.connection)
+  const headers: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(client)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || isIdentityHeader(name)) continue
+    headers[name] = value
+  }
+  headers['x-forwarded-for'] = facts.clientIp
+  headers['x-forwarded-host'] = facts.host
+  headers['x-forwarded-proto'] = facts.protocol
+  if (facts.identity !== null) {
+    headers.authorization = `Bearer ${facts.identity.token}`
+    headers['x-user-id'] = facts.identity.userId
+  }
+  return headers
+}
+
+const RESPONSE_DROPPED = new Set([...HOP_BY_HOP, 'set-cookie'])
+
+/** The upstream's response headers the client sees: no hop-by-hop, no cookies on the gateway's origin. */
+export function clientResponseHeaders (upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const listed = connectionListed(upstream.connection)
+  const headers: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value === undefined || RESPONSE_DROPPED.has(name) || listed.has(name)) continue
+    headers[name] = value
+  }
+  return headers
+}

@@ -1,0 +1,53 @@
+import helmet from '@fastify/helmet'
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import type { IncomingMessage } from 'node:http'
+import { normalisePath } from '../access/normalise-path.ts'
+import { BadPathError, DuplicateHostError } from '../errors.ts'
+import { resolveAuthAlias } from '../routes/auth-proxy.ts'
+
+const kBadPath = Symbol('auth-gateway.badPath')
+type MarkedRequest = IncomingMessage & { [kBadPath]?: string }
+
+/**
+ * Fastify's `rewriteUrl`: the one place a target is normalised (and aliases resolved), before
+ * routing. A target that cannot be normalised safely is marked and refused with 400 by the hook below.
+ */
+export function rewriteUrl (req: IncomingMessage): string {
+  const normalised = normalisePath(req.url ?? '/')
+  if (!normalised.ok) {
+    (req as MarkedRequest)[kBadPath] = normalised.reason
+    return '/'
+  }
+  return resolveAuthAlias(req.method ?? 'GET', normalised.path) + normalised.query
+}
+
+export interface HygienePluginOptions {
+  publicUrl: string
+}
+
+function countHost (rawHeaders: string[]): number {
+  let hosts = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].length === 4 && rawHeaders[i].toLowerCase() === 'host') hosts++
+  return hosts
+}
+
+/** Security headers on every answer; refusal of unsafe targets and of requests with two `Host`s. */
+async function hygienePlugin (app: FastifyInstance, options: HygienePluginOptions): Promise<void> {
+  await app.register(helmet, {
+    global: true,
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+    hsts: options.publicUrl.startsWith('https:') ? { maxAge: 31_536_000, includeSubDomains: true } : false,
+    crossOriginResourcePolicy: false,
+    crossOriginOpenerPolicy: false
+  })
+  app.addHook('onRequest', async (request) => {
+    const reason = (request.raw as MarkedRequest)[kBadPath]
+    if (reason !== undefined) throw new BadPathError(reason)
+    if (countHost(request.raw.rawHeaders) > 1) throw new DuplicateHostError()
+  })
+}
+
+export default fp(hygienePlugin, { name: 'hygiene' })
