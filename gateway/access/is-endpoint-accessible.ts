@@ -22,7 +22,7 @@ export function patternMatches (pattern: string, path: string): boolean {
   if (pattern === path) return true
   if (!pattern.endsWith('/*')) return false
   const prefix = pattern.slice(0, -1) // keeps the slash: '/api/'
-  return path.startsWith(prefix) && path.length > prefix.length
+  return path.startsWith(prefix)
 }
 
 /** How specific a match is: exact beats any prefix, a longer prefix beats a shorter one. */

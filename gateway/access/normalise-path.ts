@@ -8,7 +8,7 @@ export type Normalised =
 
 // RFC 3986 unreserved characters: decoding them never changes what a path means.
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/
-const PROTECTED_PREFIXES = ['/api/', '/auth/']
+const PROTECTED_PREFIXES = ['/api', '/auth']
 
 function reject (reason: string): Normalised {
   return { ok: false, reason }
@@ -80,7 +80,8 @@ export function normalisePath (target: string): Normalised {
   }
   const trailingSlash = decoded.length > 1 && decoded.endsWith('/') && segments.length > 0
   const path = '/' + segments.join('/') + (trailingSlash ? '/' : '')
-  if (path.includes(';') && PROTECTED_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1))) {
+  // Checked before and after dot removal: `/api/v1/query;/../profile` must not launder its `;`.
+  if (decoded.includes(';') && PROTECTED_PREFIXES.some((prefix) => path.startsWith(prefix) || decoded.startsWith(prefix) || decoded.startsWith(`/${prefix}`))) {
     return reject('";" parameters are not allowed under /api and /auth')
   }
   return { ok: true, path, query }

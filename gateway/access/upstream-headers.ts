@@ -89,15 +89,26 @@ export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: Gate
   return headers
 }
 
-const RESPONSE_DROPPED = new Set([...HOP_BY_HOP, 'set-cookie'])
+type ResponseHeaders = Record<string, string | string[] | undefined>
 
-/** The upstream's response headers the client sees: no hop-by-hop, no cookies on the gateway's origin. */
-export function clientResponseHeaders (upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+function responseHeaders (upstream: ResponseHeaders, dropped: ReadonlySet<string>): Record<string, string | string[]> {
   const listed = connectionListed(upstream.connection)
   const headers: Record<string, string | string[]> = {}
   for (const [name, value] of Object.entries(upstream)) {
-    if (value === undefined || RESPONSE_DROPPED.has(name) || listed.has(name)) continue
+    if (value === undefined || dropped.has(name) || listed.has(name)) continue
     headers[name] = value
   }
   return headers
+}
+
+const RESPONSE_DROPPED = new Set([...HOP_BY_HOP, 'set-cookie'])
+
+/** The RAG or app upstream's response headers the client sees: no hop-by-hop, no cookies on the gateway's origin. */
+export function clientResponseHeaders (upstream: ResponseHeaders): Record<string, string | string[]> {
+  return responseHeaders(upstream, RESPONSE_DROPPED)
+}
+
+/** Auth-core's response headers: everything but hop-by-hop (its `Set-Cookie` is the session). */
+export function authResponseHeaders (upstream: ResponseHeaders): Record<string, string | string[]> {
+  return responseHeaders(upstream, HOP_BY_HOP)
 }

@@ -1,6 +1,7 @@
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
+import { authResponseHeaders } from '../access/upstream-headers.ts'
 import { upstreamError } from '../errors.ts'
 
 export const AUTH_PREFIX = '/auth'
@@ -54,7 +55,7 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
     },
     replyOptions: {
       rewriteRequestHeaders: forwardedHeaders,
-      rewriteHeaders: (headers) => ({ ...headers, 'cache-control': 'no-store' }),
+      rewriteHeaders: (headers) => ({ ...authResponseHeaders(headers), 'cache-control': 'no-store' }),
       onError (reply, { error }) {
         reply.send(upstreamError(error, 'auth'))
       }

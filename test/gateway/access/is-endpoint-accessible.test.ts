@@ -1,0 +1,133 @@
+import t from 'tap'
+import { coverageProblems, isEndpointAccessible, matchingRules } from '../../../gateway/access/is-endpoint-accessible.ts'
+import { normalisePath } from '../../../gateway/access/normalise-path.ts'
+import { DEFAULT_RULES } from '../../../gateway/access/rules.ts'
+import type { AccessRule } from '../../../gateway/access/rules.ts'
+
+const READER = { id: 'u1', role: 'reader' }
+const ADMIN = { id: 'u2', role: 'admin,reader' }
+
+type Who = 'anon' | 'reader' | 'admin'
+type Expected = 'allow' | 401 | 403 | 404 | 400
+
+// [method, raw target, who, expected]: the raw target goes through the normaliser first, as in the gateway.
+const CASES: Array<[string, string, Who, Expected]> = [
+  ['GET', '/health', 'anon', 'allow'],
+  ['HEAD', '/health', 'anon', 'allow'],
+  ['POST', '/health', 'anon', 404],
+  ['GET', '/ready', 'anon', 'allow'],
+  ['POST', '/auth/sign-in/email', 'anon', 'allow'],
+  ['GET', '/auth/get-session', 'anon', 'allow'],
+  ['OPTIONS', '/auth/sign-in/email', 'anon', 'allow'],
+  ['DELETE', '/auth/anything', 'anon', 'allow'],
+  ['GET', '/auth', 'anon', 'allow'],
+  ['GET', '/auth/jwt', 'anon', 401],
+  ['GET', '/auth/jwt', 'reader', 'allow'],
+  ['HEAD', '/auth/jwt', 'anon', 401],
+  ['GET', '/auth/./jwt', 'anon', 401],
+  ['GET', '/auth/%6Awt', 'anon', 401],
+  ['GET', '//auth//jwt', 'anon', 401],
+  ['GET', '/api/validate-session', 'anon', 'allow'],
+  ['POST', '/api/v1/query', 'anon', 'allow'],
+  ['POST', '/api/v1/select', 'anon', 'allow'],
+  ['POST', '/api/v1/query', 'reader', 'allow'],
+  ['GET', '/api/v1/query', 'anon', 401],
+  ['POST', '/api/v1/queryX', 'anon', 401],
+  ['POST', '/api/v1/query/', 'anon', 401],
+  ['POST', '/api/v1/query/x', 'anon', 401],
+  ['POST', '/api/v1/Query', 'anon', 401],
+  ['POST', '/API/V1/QUERY', 'anon', 404],
+  ['GET', '/api/v1/profile', 'anon', 401],
+  ['GET', '/api/v1/profile', 'reader', 'allow'],
+  ['POST', '/api/v1/profile', 'anon', 401],
+  ['DELETE', '/api/v1/profile', 'anon', 401],
+  ['PUT', '/api/v1/profile', 'reader', 'allow'],
+  ['HEAD', '/api/v1/profile', 'anon', 401],
+  ['OPTIONS', '/api/v1/profile', 'anon', 401],
+  ['GET', '/api/v1/profile/', 'anon', 401],
+  ['GET', '/api/v1/profile/export', 'anon', 401],
+  ['GET', '/api/v1/profile/export', 'reader', 'allow'],
+  ['GET', '/API/V1/PROFILE', 'anon', 404],
+  ['GET', '//api/v1/profile', 'anon', 401],
+  ['GET', '/api/v1/query/../profile', 'anon', 401],
+  ['POST', '/api/v1/query/../profile', 'anon', 401],
+  ['GET', '/api/v1/query/%2e%2e/profile', 'anon', 400],
+  ['GET', '/api/v1/%2e%2e/v1/profile', 'anon', 400],
+  ['GET', '/api/v1/query%2F..%2Fprofile', 'anon', 400],
+  ['GET', '/api/v1/query%2f..%2fprofile', 'anon', 400],
+  ['GET', '/api/v1/%252f', 'anon', 401],
+  ['GET', '/api/v1/query;/../profile', 'anon', 400],
+  ['POST', '/api/v1/query;x', 'anon', 400],
+  ['GET', '/api/v1/query\\..\\profile', 'anon', 400],
+  ['GET', '/api/v1/profile%00', 'anon', 400],
+  ['GET', '/api/v1/%EF%BC%8Fprofile', 'anon', 401],
+  ['GET', '/api／v1／profile', 'anon', 404],
+  ['GET', '/api/other', 'anon', 401],
+  ['GET', '/api/other', 'reader', 'allow'],
+  ['GET', '/api', 'anon', 404],
+  ['GET', '/api/', 'anon', 401],
+  ['POST', 'http://evil.example/api/v1/profile', 'anon', 401],
+  ['POST', 'http://evil.example/api/v1/query', 'anon', 'allow'],
+  ['GET', 'http://evil.example/health', 'anon', 'allow'],
+  ['GET', '/', 'anon', 404],
+  ['GET', '/docs', 'anon', 404],
+  ['GET', '/healthz', 'anon', 404],
+  ['TRACE', '/api/v1/query', 'anon', 401],
+  ['TRACE', '/health', 'anon', 404],
+  ['GET', '/..', 'anon', 400],
+  ['GET', '/%61pi/v1/profile', 'anon', 401],
+  ['POST', '/%61pi/v1/%71uery', 'anon', 'allow']
+]
+
+function identity (who: Who): Record<string, unknown> | null {
+  return who === 'anon' ? null : who === 'reader' ? READER : ADMIN
+}
+
+t.test('isEndpointAccessible over the default rules, after normalisation', async (t) => {
+  t.ok(CASES.length >= 60, 'at least 60 cases')
+  for (const [method, raw, who, expected] of CASES) {
+    const normalised = normalisePath(raw)
+    const label = `${method} ${raw} as ${who}`
+    if (expected === 400) {
+      t.equal(normalised.ok, false, `${label}: refused before matching`)
+      continue
+    }
+    t.ok(normalised.ok, `${label}: normalises`)
+    if (!normalised.ok) continue
+    const decision = isEndpointAccessible(DEFAULT_RULES, { method, path: normalised.path, identity: identity(who) })
+    if (expected === 'allow') t.equal(decision.allowed, true, `${label}: allowed`)
+    else t.same({ allowed: decision.allowed, status: decision.allowed ? null : decision.status }, { allowed: false, status: expected }, `${label}: ${expected}`)
+  }
+})
+
+t.test('roles', async (t) => {
+  const rules: AccessRule[] = [{ methods: ['GET'], path: '/admin/*', access: 'role:admin' }]
+  t.same(isEndpointAccessible(rules, { method: 'GET', path: '/admin/x', identity: null }).allowed, false)
+  const reader = isEndpointAccessible(rules, { method: 'GET', path: '/admin/x', identity: READER })
+  t.same(reader.allowed ? 'allowed' : reader.status, 403)
+  t.equal(isEndpointAccessible(rules, { method: 'GET', path: '/admin/x', identity: ADMIN }).allowed, true)
+  t.equal(isEndpointAccessible(rules, { method: 'GET', path: '/administrator', identity: ADMIN }).allowed, false, 'prefix on a slash boundary only')
+})
+
+t.test('default deny: an empty table allows nothing', async (t) => {
+  for (const [method, raw] of CASES) {
+    const normalised = normalisePath(raw)
+    if (!normalised.ok) continue
+    t.equal(isEndpointAccessible([], { method, path: normalised.path, identity: ADMIN }).allowed, false)
+  }
+})
+
+t.test('coverage proof: gaps and overlaps are named', async (t) => {
+  const routes = [{ method: 'GET', url: '/health' }, { method: 'POST', url: '/api/v1/query' }, { method: 'GET', url: '/api/*' }]
+  t.same(coverageProblems(DEFAULT_RULES, routes), [])
+  t.same(coverageProblems(DEFAULT_RULES, [{ method: 'GET', url: '/metrics' }]), ['route GET /metrics matches no access rule'])
+  const overlapping: AccessRule[] = [
+    { methods: ['GET'], path: '/api/v1/profile', access: 'session' },
+    { methods: ['*'], path: '/api/v1/profile', access: 'public' }
+  ]
+  const problems = coverageProblems(overlapping, [{ method: 'GET', url: '/api/v1/profile' }])
+  t.equal(problems.length, 1)
+  t.match(problems[0], /route GET \/api\/v1\/profile matches 2 access rules/)
+  t.same(coverageProblems(DEFAULT_RULES, [{ method: 'OPTIONS', url: '*' }]), [], 'CORS preflight is not an endpoint')
+  t.equal(matchingRules(DEFAULT_RULES, 'GET', '/auth/jwt').length, 1, 'an exact rule beats the prefix rule')
+})
