@@ -1,0 +1,319 @@
+import autocannon from 'autocannon'
+import { fork, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { hashPassword, verifyPassword } from 'better-auth/crypto'
+
+/*
+ * `npm run bench` (DESIGN §8): a trivial upstream, Postgres, auth-core and the gateway (production
+ * mode, logs at warn), and nginx as a reference when installed, each in its own process; autocannon
+ * drives them from this one. Numbers are for people: nothing here passes or fails.
+ */
+
+const NGINX = '/usr/sbin/nginx'
+const CONNECTIONS = 50
+const BODY = JSON.stringify({ question: 'How does a humanoid robot estimate its joint positions?', k: 4 })
+const PASSWORD = 'benchmark password 1'
+const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
+const HERE = new URL('.', import.meta.url).pathname
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    json: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false }
+  }
+})
+const ROUNDS = args.quick ? 1 : 3
+const DURATION = args.quick ? 3 : 10
+
+interface Child {
+  url: string
+  process: ChildProcess
+}
+
+async function startChild (script: string, argv: string[], env: Record<string, string>, execArgv: string[] = []): Promise<Child> {
+  const child = fork(join(HERE, script), argv, {
+    execArgv: ['--import=tsx', ...execArgv],
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc']
+  })
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffered = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const line = buffered.split('\n').find((l) => l.startsWith('{"url"'))
+      if (line !== undefined) resolve((JSON.parse(line) as { url: string }).url)
+    })
+    child.once('exit', (code) => { reject(new Error(`${script} ${argv.join(' ')} exited with ${code}`)) })
+  })
+  return { url, process: child }
+}
+
+function stop (child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, 5000)
+    child.once('exit', () => { clearTimeout(timer); resolve() })
+    child.kill('SIGTERM')
+  })
+}
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((resolve) => server.close(() => { resolve() }))
+  return port
+}
+
+async function startNginx (upstreamUrl: string): Promise<{ url: string, process: ChildProcess, dir: string } | undefined> {
+  if (!existsSync(NGINX)) return undefined
+  const dir = mkdtempSync(join(tmpdir(), 'auth-gateway-nginx-'))
+  const port = await freePort()
+  const upstream = new URL(upstreamUrl)
+  writeFileSync(join(dir, 'nginx.conf'), `
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream bench { server ${upstream.host}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`)
+  const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 50; i++) {
+    try {
+      await fetch(`${url}/`)
+      return { url, process: child, dir }
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  await stop(child)
+  return undefined
+}
+
+interface Figures {
+  rps: number
+  p50: number
+  p99: number
+  errors: number
+}
+
+interface Load {
+  url: string
+  method?: 'GET' | 'POST'
+  headers?: Record<string, string>
+  body?: string
+  connections?: number
+  overallRate?: number
+}
+
+async function load (spec: Load, duration = DURATION): Promise<Figures & { requests: number }> {
+  const result = await autocannon({
+    url: spec.url,
+    method: spec.method ?? 'POST',
+    headers: { 'content-type': 'application/json', ...spec.headers },
+    body: spec.body ?? (spec.method === 'GET' ? undefined : BODY),
+    connections: spec.connections ?? CONNECTIONS,
+    overallRate: spec.overallRate,
+    duration
+  })
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx,
+    requests: result.requests.total
+  }
+}
+
+/** The raw password-verify rate at the same concurrency: what sign-in cannot beat. */
+async function verifyBound (duration = DURATION): Promise<Figures & { requests: number }> {
+  const hash = await hashPassword(PASSWORD)
+  const deadline = Date.now() + duration * 1000
+  const latencies: number[] = []
+  await Promise.all(Array.from({ length: CONNECTIONS }, async () => {
+    while (Date.now() < deadline) {
+      const started = performance.now()
+      await verifyPassword({ hash, password: PASSWORD })
+      latencies.push(performance.now() - started)
+    }
+  }))
+  latencies.sort((a, b) => a - b)
+  const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0
+  return { rps: latencies.length / duration, p50: at(0.5), p99: at(0.99), errors: 0, requests: latencies.length }
+}
+
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+async function stats (child: ChildProcess): Promise<{ cpu: NodeJS.CpuUsage, rss: number }> {
+  return new Promise((resolve) => {
+    child.once('message', (message) => { resolve(message as { cpu: NodeJS.CpuUsage, rss: number }) })
+    child.send('stats')
+  })
+}
+
+async function main (): Promise<void> {
+  const children: Array<ChildProcess | undefined> = []
+  let nginxDir: string | undefined
+  try {
+    const upstream = await startChild('upstream.ts', [], {})
+    children.push(upstream.process)
+    let databaseUrl = process.env.DATABASE_URL
+    if (databaseUrl === undefined) {
+      const db = await startChild('embedded-db.ts', [], {})
+      children.push(db.process)
+      databaseUrl = db.url
+    }
+    const common = {
+      NODE_ENV: 'production',
+      DATABASE_URL: databaseUrl,
+      BETTER_AUTH_SECRET: SECRET,
+      JWT_SECRET: SECRET,
+      LOG_LEVEL: 'warn',
+      DATA_DIR: mkdtempSync(join(tmpdir(), 'auth-gateway-bench-')),
+      ALLOWED_ORIGINS: 'http://localhost:3000',
+      AUTH_RATE_LIMIT_MAX: '1000000000',
+      RATE_LIMIT_MAX: '1000000000',
+      RAG_RATE_LIMIT_ANON: '1000000000',
+      RAG_RATE_LIMIT_USER: '1000000000'
+    }
+    const authCore = await startChild('service.ts', ['auth-core'], { ...common, AUTH_CORE_PORT: '0' })
+    children.push(authCore.process)
+    const gateway = await startChild('service.ts', ['gateway'], { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url }, args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${process.cwd()}`] : [])
+    children.push(gateway.process)
+    const nginx = await startNginx(upstream.url)
+    children.push(nginx?.process)
+    nginxDir = nginx?.dir
+
+    // A reader with a session cookie and a bearer token.
+    const email = `bench-${Date.now()}@example.com`
+    const signUp = await fetch(`${gateway.url}/auth/sign-up/email`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: 'http://localhost:3000' },
+      body: JSON.stringify({ email, password: PASSWORD, name: 'Bench Reader' })
+    })
+    if (signUp.status !== 200) throw new Error(`sign-up answered ${signUp.status}: ${await signUp.text()}`)
+    const cookie = signUp.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
+    const jwt = await fetch(`${gateway.url}/auth/jwt`, { headers: { cookie } })
+    const bearer = jwt.status === 200 ? ((await jwt.json()) as { token: string }).token : undefined
+    const signInBody = JSON.stringify({ email, password: PASSWORD })
+    const query = `${gateway.url}/api/v1/query`
+
+    const scenarios: Record<string, (() => Promise<Figures & { requests: number }>) | undefined> = {
+      direct: () => load({ url: `${upstream.url}/api/v1/query` }),
+      nginx: nginx === undefined ? undefined : () => load({ url: `${nginx.url}/api/v1/query` }),
+      public: () => load({ url: query }),
+      authed: () => load({ url: query, headers: { cookie } }),
+      bearer: bearer === undefined ? undefined : () => load({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
+      profile: () => load({ url: `${gateway.url}/api/v1/profile`, method: 'GET', headers: { cookie } }),
+      signin: () => load({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' } }),
+      'verify-bound': () => verifyBound(),
+      'public-under-signin': async () => {
+        const [publicRun] = await Promise.all([
+          load({ url: query }),
+          load({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' }, connections: 10 })
+        ])
+        return publicRun
+      },
+      'public-fixed-rate': () => load({ url: query, overallRate: 1000 })
+    }
+
+    const runs: Record<string, Array<Figures & { requests: number }>> = {}
+    const cpuPerRequest: number[] = []
+    let rss = 0
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [name, run] of Object.entries(scenarios)) {
+        if (run === undefined) continue
+        process.stderr.write(`round ${round}/${ROUNDS}: ${name}\n`)
+        const before = await stats(gateway.process)
+        const figures = await run()
+        const after = await stats(gateway.process)
+        rss = Math.max(rss, after.rss)
+        if (name === 'public' && figures.requests > 0) {
+          cpuPerRequest.push((after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / figures.requests)
+        }
+        ;(runs[name] ??= []).push(figures)
+      }
+    }
+
+    const result: Record<string, Figures | null> = {}
+    for (const name of Object.keys(scenarios)) {
+      const list = runs[name]
+      result[name] = list === undefined
+        ? null
+        : { rps: median(list.map((f) => f.rps)), p50: median(list.map((f) => f.p50)), p99: median(list.map((f) => f.p99)), errors: list.reduce((sum, f) => sum + f.errors, 0) }
+    }
+    const ratio = (a: number | undefined, b: number | undefined): number | null => a === undefined || b === undefined || b === 0 ? null : Math.round((a / b) * 100) / 100
+    const report = {
+      rounds: ROUNDS,
+      durationSeconds: DURATION,
+      connections: CONNECTIONS,
+      nginx: nginx !== undefined,
+      scenarios: result,
+      ratios: {
+        'public/direct': ratio(result.public?.rps, result.direct?.rps),
+        'public/nginx': ratio(result.public?.rps, result.nginx?.rps),
+        'authed/public': ratio(result.authed?.rps, result.public?.rps),
+        'bearer/public': ratio(result.bearer?.rps, result.public?.rps),
+        'signin/verify-bound': ratio(result.signin?.rps, result['verify-bound']?.rps),
+        'p99-under-signin/p99-public': ratio(result['public-under-signin']?.p99, result.public?.p99)
+      },
+      gatewayCpuUsPerReq: cpuPerRequest.length === 0 ? null : Math.round(median(cpuPerRequest)),
+      publicFixedRateP99Ms: result['public-fixed-rate']?.p99 ?? null,
+      gatewayRssMB: Math.round(rss / 1024 / 1024)
+    }
+
+    const rows = Object.entries(result).map(([name, f]) => f === null
+      ? `| ${name.padEnd(20)} | ${'absent'.padStart(8)} | ${''.padStart(8)} | ${''.padStart(8)} | ${''.padStart(6)} |`
+      : `| ${name.padEnd(20)} | ${f.rps.toFixed(0).padStart(8)} | ${f.p50.toFixed(1).padStart(8)} | ${f.p99.toFixed(1).padStart(8)} | ${String(f.errors).padStart(6)} |`)
+    const out = [
+      `auth-gateway benchmark: ${ROUNDS} round(s) of ${DURATION} s, ${CONNECTIONS} connections, medians${nginx === undefined ? ' (nginx not installed: column absent)' : ''}`,
+      '',
+      `| ${'scenario'.padEnd(20)} | ${'req/s'.padStart(8)} | ${'p50 ms'.padStart(8)} | ${'p99 ms'.padStart(8)} | ${'errors'.padStart(6)} |`,
+      `|${'-'.repeat(22)}|${'-'.repeat(10)}|${'-'.repeat(10)}|${'-'.repeat(10)}|${'-'.repeat(8)}|`,
+      ...rows,
+      '',
+      ...Object.entries(report.ratios).map(([name, value]) => `${name.padEnd(28)} ${value === null ? 'n/a' : value.toFixed(2)}`),
+      `${'gateway CPU µs / public req'.padEnd(28)} ${report.gatewayCpuUsPerReq ?? 'n/a'}`,
+      `${'public p99 at 1,000 req/s'.padEnd(28)} ${report.publicFixedRateP99Ms ?? 'n/a'} ms`,
+      `${'gateway RSS'.padEnd(28)} ${report.gatewayRssMB} MB`
+    ]
+    const errors = Object.values(result).reduce((sum, f) => sum + (f?.errors ?? 0), 0)
+    if (errors > 0) out.push('', `WARNING: ${errors} requests failed or answered non-2xx; the figures above include them.`)
+    process.stdout.write(`${out.join('\n')}\n`)
+    if (args.json !== undefined) writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`)
+  } finally {
+    await Promise.all(children.map(stop))
+    if (nginxDir !== undefined) rmSync(nginxDir, { recursive: true, force: true })
+  }
+}
+
+await main()
