@@ -41,7 +41,8 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool) {
       updateAge: SESSION_UPDATE_AGE_SECONDS
     },
     user: {
-      additionalFields: toAdditionalFields(config.userFields)
+      additionalFields: toAdditionalFields(config.userFields),
+      deleteUser: { enabled: true }
     },
     advanced: {
       // The gateway replaces any client-sent X-Forwarded-For with the one address it resolved.

@@ -14,6 +14,7 @@ import rateLimitPlugin from './plugins/rate-limit.ts'
 import authProxy from './routes/auth-proxy.ts'
 import upstreamRoutes from './routes/upstreams.ts'
 import healthRoutes from './routes/health.ts'
+import profileRoutes from './routes/profile/index.ts'
 
 export interface GatewayOptions {
   pool: Pool
@@ -51,7 +52,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
 
   await app.register(healthRoutes)
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl })
-  // routes: profile (issue 4) — register here
+  await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl })
   // routes: tokens and validate-session (issue 5) — register here
   await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   return app

@@ -1,0 +1,153 @@
+import { Ajv } from 'ajv'
+import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
+import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
+import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
+import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
+
+export const PROFILE_PATH = '/api/v1/profile'
+export const PROFILE_EXPORT_PATH = '/api/v1/profile/export'
+/** @default 16 KiB, the gateway's body limit, restated so the profile API keeps it. */
+export const PROFILE_BODY_LIMIT = 16 * 1024
+export const EXPORT_FILENAME = 'profile-export.json'
+
+export interface ProfileRoutesOptions {
+  /** The consent policy version recorded with each grant (`CONSENT_VERSION`). */
+  consentVersion: string
+  /** Origins allowed to make cookie-authenticated writes (`ALLOWED_ORIGINS`). */
+  allowedOrigins: readonly string[]
+  /** The gateway's own origin is allowed too (`PUBLIC_URL`). */
+  publicUrl: string
+}
+
+const backgroundSchema = {
+  type: ['string', 'null'],
+  maxLength: BACKGROUND_MAX_LENGTH,
+  // Postgres text cannot hold NUL: refused here rather than failing in the database.
+  pattern: '^[^\\u0000]*$'
+} as const
+
+export const PROFILE_BODY_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    softwareBackground: backgroundSchema,
+    hardwareBackground: backgroundSchema,
+    interestArea: backgroundSchema,
+    consentGiven: { type: 'boolean' }
+  }
+} as const
+
+// Fastify's shared ajv silently drops unknown properties and coerces `5` into `"5"`; the profile
+// body is validated strictly, so both are refused with 400.
+const strictAjv = new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, allowUnionTypes: true })
+
+function formatValidationErrors (errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const [first] = errors
+  const where = `${dataVar}${first.instancePath}`
+  if (first.keyword === 'additionalProperties') return new Error(`${where} has an unknown field '${String(first.params.additionalProperty)}'`)
+  if (first.keyword === 'pattern') return new Error(`${where} must not contain NUL characters`)
+  return new Error(`${where} ${first.message ?? 'is invalid'}`)
+}
+
+/** The origin of a URL-valued header, or null when it is not a URL. */
+function originOf (value: string): string | null {
+  try {
+    const origin = new URL(value).origin
+    return origin === 'null' ? null : origin
+  } catch {
+    return null
+  }
+}
+
+/**
+ * CSRF policy for cookie-authenticated writes: the `Origin` header must be allowed; without one, a
+ * `Referer` from an allowed origin is accepted. Bearer calls carry no ambient credentials, so they pass.
+ */
+export function isSameSiteWrite (request: Pick<FastifyRequest, 'headers'>, identity: Pick<Identity, 'via'>, allowed: ReadonlySet<string>): boolean {
+  if (identity.via === 'bearer') return true
+  const { origin, referer } = request.headers
+  if (origin !== undefined) return allowed.has(origin)
+  if (referer === undefined) return false
+  const refererOrigin = originOf(referer)
+  return refererOrigin !== null && allowed.has(refererOrigin)
+}
+
+/** Profile fields travel in upstream identity tokens only while consent is given; read fresh each time. */
+export function profileClaimProvider (repository: ProfileRepository): ClaimProvider {
+  return async (identity) => repository.consentedClaims(identity.userId)
+}
+
+function callerOf (request: FastifyRequest): Identity {
+  // The access policy answers 401 before these handlers for anyone not signed in.
+  if (request.identity === null) throw new UnauthorizedError()
+  return request.identity
+}
+
+function validateOptions (options: ProfileRoutesOptions): Set<string> {
+  if (typeof options.consentVersion !== 'string' || options.consentVersion === '') throw new Error('profile routes: consentVersion must be a non-empty string')
+  const publicOrigin = originOf(options.publicUrl)
+  if (publicOrigin === null) throw new Error(`profile routes: publicUrl must be a URL, got ${JSON.stringify(options.publicUrl)}`)
+  return new Set([...options.allowedOrigins, publicOrigin])
+}
+
+/** DESIGN §6: the caller's profile and consent, on Postgres. */
+export default async function profileRoutes (app: FastifyInstance, options: ProfileRoutesOptions): Promise<void> {
+  const allowedOrigins = validateOptions(options)
+  const profiles = createProfileRepository(app.pg)
+  app.identityClaimProviders.push(profileClaimProvider(profiles))
+
+  // Only JSON bodies here: a `text/plain` POST is what a cross-site form can send without a preflight.
+  app.removeContentTypeParser('text/plain')
+
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('cache-control', 'no-store')
+  })
+
+  // After parsing (so a text/plain body is a 415) and before validation and any write.
+  const checkOrigin = async (request: FastifyRequest): Promise<void> => {
+    const identity = callerOf(request)
+    if (!isSameSiteWrite(request, identity, allowedOrigins)) {
+      request.log.info({ event: 'csrf_rejected', userId: identity.userId, origin: request.headers.origin ?? null }, 'cross-site write refused')
+      throw new CsrfRejectedError()
+    }
+  }
+
+  app.get(PROFILE_PATH, async (request) => profiles.get(callerOf(request).userId))
+
+  app.post<{ Body: ProfileUpdate }>(PROFILE_PATH, {
+    bodyLimit: PROFILE_BODY_LIMIT,
+    schema: { body: PROFILE_BODY_SCHEMA },
+    validatorCompiler: ({ schema }) => strictAjv.compile(schema),
+    schemaErrorFormatter: formatValidationErrors,
+    preValidation: checkOrigin
+  }, async (request) => {
+    const { userId } = callerOf(request)
+    let result
+    try {
+      result = await profiles.upsert(userId, request.body, options.consentVersion)
+    } catch (err) {
+      // The user was deleted while this session was still cached: the profile's foreign key refuses it.
+      if ((err as { code?: unknown }).code === '23503') throw new UnauthorizedError()
+      throw err
+    }
+    if (result.consentChange === 'grant') request.log.info({ event: 'consent_grant', userId, consentVersion: options.consentVersion }, 'consent granted')
+    if (result.consentChange === 'withdraw') request.log.info({ event: 'consent_withdraw', userId }, 'consent withdrawn')
+    return result.profile
+  })
+
+  app.delete(PROFILE_PATH, { preValidation: checkOrigin }, async (request, reply) => {
+    const { userId } = callerOf(request)
+    const { deleted, withdrew } = await profiles.delete(userId)
+    if (withdrew) request.log.info({ event: 'consent_withdraw', userId }, 'consent withdrawn')
+    if (deleted) request.log.info({ event: 'profile_delete', userId }, 'profile erased')
+    return reply.code(204).send()
+  })
+
+  app.get(PROFILE_EXPORT_PATH, async (request, reply) => {
+    const { userId } = callerOf(request)
+    const data = await profiles.export(userId)
+    request.log.info({ event: 'profile_export', userId }, 'profile exported')
+    return reply.header('content-disposition', `attachment; filename="${EXPORT_FILENAME}"`).send(data)
+  })
+}
