@@ -1,5 +1,6 @@
 import rateLimit from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
+import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { RateLimitedError } from '../errors.ts'
 import { RAG_ROUTES } from '../routes/upstreams.ts'
@@ -11,6 +12,8 @@ export interface RateLimitPluginOptions {
   window: number
   ragAnon: number
   ragUser: number
+  /** Shared counters for several replicas; in-process counters when unset. */
+  redisUrl?: string
 }
 
 // Sign-in, sign-up and password reset: the better-auth paths that guess or send mail.
@@ -46,7 +49,16 @@ async function check (limiter: Limiter, request: FastifyRequest, group: string):
  * resolved the caller.
  */
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
-  await app.register(rateLimit, { global: false })
+  let redis: Redis | undefined
+  if (options.redisUrl !== undefined) {
+    redis = new Redis(options.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
+    redis.on('error', (err) => { app.log.warn({ err }, 'redis unreachable for rate-limit counters') })
+    await redis.connect()
+    app.addHook('onClose', async () => { await redis?.quit() })
+  }
+  // With Redis unreachable the limiter lets requests through (and logs): an outage of the counter
+  // store must not take the docs site down with it.
+  await app.register(rateLimit, { global: false, redis, nameSpace: 'auth-gateway-rl:', skipOnError: true })
   const general = app.createRateLimit({ max: options.max, timeWindow: options.window, keyGenerator: (r) => `all:${r.ip}` })
   const auth = app.createRateLimit({ max: options.authMax, timeWindow: options.authWindow, keyGenerator: (r) => `auth:${r.ip}` })
   const ragAnon = app.createRateLimit({ max: options.ragAnon, timeWindow: options.window, keyGenerator: (r) => `rag-ip:${r.ip}` })
