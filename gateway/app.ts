@@ -46,7 +46,8 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
     max: config.rateLimitMax,
     window: config.rateLimitWindow,
     ragAnon: config.ragRateLimitAnon,
-    ragUser: config.ragRateLimitUser
+    ragUser: config.ragRateLimitUser,
+    redisUrl: config.redisUrl
   })
   await app.register(accessPlugin, { rules: DEFAULT_RULES })
 
