@@ -26,11 +26,13 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     json: { type: 'string' },
-    'cpu-prof': { type: 'boolean', default: false }
+    'cpu-prof': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    duration: { type: 'string' }
   }
 })
 const ROUNDS = args.quick ? 1 : 3
-const DURATION = args.quick ? 3 : 10
+const DURATION = args.duration !== undefined ? Number(args.duration) : args.quick ? 3 : 10
 
 interface Child {
   url: string
@@ -251,7 +253,7 @@ async function main (): Promise<void> {
     let rss = 0
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [name, run] of Object.entries(scenarios)) {
-        if (run === undefined) continue
+        if (run === undefined || (args.only !== undefined && !args.only.split(',').includes(name))) continue
         process.stderr.write(`round ${round}/${ROUNDS}: ${name}\n`)
         const before = await stats(gateway.process)
         const figures = await run()
