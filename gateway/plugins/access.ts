@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
 import { coverageProblems, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
-import type { RouteSummary } from '../access/is-endpoint-accessible.ts'
+import type { Decision, RouteSummary } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
 import { ForbiddenError, UnauthorizedError } from '../errors.ts'
 
@@ -35,12 +35,24 @@ async function accessPlugin (app: FastifyInstance, options: AccessPluginOptions)
     if (problems.length > 0) throw new Error(`access policy does not cover the gateway: ${problems.join('; ')}`)
   })
 
+  // The anonymous decision depends only on the route and method: computed once per pair.
+  const anonymousDecisions = new Map<string, Decision>()
+  const decideAnonymous = (method: string, route: string): Decision => {
+    const key = `${method} ${route}`
+    let decision = anonymousDecisions.get(key)
+    if (decision === undefined) {
+      decision = isEndpointAccessible(options.rules, { method, path: route, identity: null })
+      anonymousDecisions.set(key, decision)
+    }
+    return decision
+  }
+
   app.addHook('onRequest', async (request: FastifyRequest) => {
     const route = request.routeOptions.url
     // Unmatched requests go on to the 404 handler.
     if (route === undefined || request.is404) return
     const facts = { method: request.method, path: route, identity: null }
-    const anonymous = isEndpointAccessible(options.rules, facts)
+    const anonymous = decideAnonymous(request.method, route)
     if (anonymous.allowed && request.routeOptions.config.identity !== 'optional') return
     if (!anonymous.allowed && anonymous.reason === 'no_rule') throw new ForbiddenError()
 
