@@ -1,0 +1,142 @@
+import { createAuthClient } from 'better-auth/client'
+
+/** The browser (and Node) client of the gateway, published as `auth-gateway/client`. */
+export interface GatewayClientOptions {
+  /** The gateway's public origin, e.g. `https://api.example.com` (no `/auth` suffix). */
+  baseURL: string
+  /** The fetch to call, e.g. one that keeps cookies in Node. @default globalThis.fetch */
+  fetch?: typeof fetch
+}
+
+/** Every failure, as the gateway sends it (`{ error, message }`) plus the HTTP status; 0 when no answer came. */
+export interface GatewayError {
+  error: string
+  message: string
+  status: number
+}
+
+export type GatewayResult<T> =
+  | { data: T, error: null }
+  | { data: null, error: GatewayError }
+
+/** The reader's profile (DESIGN §6); every field null for a reader who never saved one. */
+export interface Profile {
+  softwareBackground: string | null
+  hardwareBackground: string | null
+  interestArea: string | null
+  consentGiven: boolean
+  consentAt: string | null
+  consentVersion: string | null
+  createdAt: string | null
+  updatedAt: string | null
+}
+
+/** A profile update: absent fields keep their value; background fields need `consentGiven: true`. */
+export interface ProfileUpdate {
+  softwareBackground?: string | null
+  hardwareBackground?: string | null
+  interestArea?: string | null
+  consentGiven?: boolean
+}
+
+export interface GatewayToken {
+  token: string
+  expiresAt: string
+}
+
+export const NETWORK_ERROR = 'network_error'
+export const UNEXPECTED_RESPONSE = 'unexpected_response'
+
+function createAuth (baseURL: string, customFetch: typeof fetch | undefined) {
+  return createAuthClient({
+    baseURL: `${baseURL}/auth`,
+    fetchOptions: {
+      credentials: 'include',
+      ...(customFetch === undefined ? {} : { customFetchImpl: customFetch })
+    }
+  })
+}
+
+export type AuthClient = ReturnType<typeof createAuth>
+
+export interface GatewayClient {
+  /** better-auth's own client on `baseURL + "/auth"`: `signUp.email`, `signIn.email`, `getSession`, `signOut`… */
+  auth: AuthClient
+  profile: {
+    get: () => Promise<GatewayResult<Profile>>
+    save: (update: ProfileUpdate) => Promise<GatewayResult<Profile>>
+    /** Erases the profile (and withdraws consent); `data` is null on success. */
+    delete: () => Promise<GatewayResult<null>>
+  }
+  rag: {
+    query: <T = unknown>(body: unknown) => Promise<GatewayResult<T>>
+    select: <T = unknown>(body: unknown) => Promise<GatewayResult<T>>
+  }
+  /** A JWT for the signed-in reader, to call a backend with `Authorization: Bearer`. */
+  token: () => Promise<GatewayResult<GatewayToken>>
+}
+
+function messageOf (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+function isErrorBody (body: unknown): body is { error: string, message: string } {
+  if (typeof body !== 'object' || body === null) return false
+  const { error, message } = body as Record<string, unknown>
+  return typeof error === 'string' && typeof message === 'string'
+}
+
+async function readBody (response: Response): Promise<unknown> {
+  const text = await response.text()
+  if (text === '') return null
+  const type = response.headers.get('content-type') ?? ''
+  if (!/\bjson\b/i.test(type)) return text
+  return JSON.parse(text) as unknown
+}
+
+export function createGatewayClient (options: GatewayClientOptions): GatewayClient {
+  if (typeof options?.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) {
+    throw new TypeError(`createGatewayClient: baseURL must be an http(s) URL, got ${JSON.stringify(options?.baseURL)}`)
+  }
+  const baseURL = options.baseURL.replace(/\/+$/, '')
+  const customFetch = options.fetch
+
+  async function call<T> (method: string, path: string, body?: unknown): Promise<GatewayResult<T>> {
+    // Looked up per call, not captured, so a page or test can replace globalThis.fetch.
+    const doFetch = customFetch ?? globalThis.fetch
+    const init: RequestInit = { method, credentials: 'include', headers: { accept: 'application/json' } }
+    if (body !== undefined) {
+      init.headers = { accept: 'application/json', 'content-type': 'application/json' }
+      init.body = JSON.stringify(body)
+    }
+    let response: Response
+    try {
+      response = await doFetch(`${baseURL}${path}`, init)
+    } catch (err) {
+      return { data: null, error: { error: NETWORK_ERROR, message: `The gateway could not be reached: ${messageOf(err)}`, status: 0 } }
+    }
+    let parsed: unknown
+    try {
+      parsed = await readBody(response)
+    } catch (err) {
+      return { data: null, error: { error: UNEXPECTED_RESPONSE, message: `The gateway answered ${response.status} with a body that could not be read: ${messageOf(err)}`, status: response.status } }
+    }
+    if (response.ok) return { data: parsed as T, error: null }
+    if (isErrorBody(parsed)) return { data: null, error: { error: parsed.error, message: parsed.message, status: response.status } }
+    return { data: null, error: { error: UNEXPECTED_RESPONSE, message: `The gateway answered ${response.status} ${response.statusText}`.trim(), status: response.status } }
+  }
+
+  return {
+    auth: createAuth(baseURL, customFetch),
+    profile: {
+      get: async () => call<Profile>('GET', '/api/v1/profile'),
+      save: async (update) => call<Profile>('POST', '/api/v1/profile', update),
+      delete: async () => call<null>('DELETE', '/api/v1/profile')
+    },
+    rag: {
+      query: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/query', body),
+      select: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/select', body)
+    },
+    token: async () => call<GatewayToken>('GET', '/auth/jwt')
+  }
+}
