@@ -1,4 +1,5 @@
 import t from 'tap'
+import { buildGateway } from '../../../gateway/app.ts'
 import type { Stack } from '../../../gateway/stack.ts'
 import type { Identity } from '../../../gateway/plugins/identity.ts'
 import { createProfileRepository } from '../../../gateway/repositories/profile-repository.ts'
@@ -124,6 +125,7 @@ t.test('profile API end to end', async (t) => {
       const response = await fetch(profileUrl(stack, suffix), init)
       t.equal(response.status, 401, `${method} ${suffix || '/'}`)
       t.equal(((await response.json()) as ErrorBody).error, 'unauthorized')
+      t.equal(response.headers.get('cache-control'), 'no-store', 'not cached either')
     }
   })
 
@@ -400,5 +402,21 @@ t.test('profile API end to end', async (t) => {
     const times = body.consentLog.map((entry) => Date.parse(entry.at))
     t.same(times, [...times].sort((a, b) => a - b), 'oldest first')
     t.equal(body.profile.consentAt, body.consentLog[2].at, 'the profile\'s consent time is the last grant')
+  })
+
+  t.test('consent changes are logged as events, without background values', async (t) => {
+    const reader = await signUp(stack)
+    const lines: string[] = []
+    const app = await buildGateway(stack.config, { pool: stack.pool, logger: { level: 'info', stream: { write: (line: string) => { lines.push(line) } } } })
+    t.teardown(() => app.close())
+    const headers = { cookie: reader.cookie, origin: TEST_ORIGIN }
+    const grant = await app.inject({ method: 'POST', url: '/api/v1/profile', headers, payload: FULL })
+    t.equal(grant.statusCode, 200)
+    const withdraw = await app.inject({ method: 'POST', url: '/api/v1/profile', headers, payload: { consentGiven: false } })
+    t.equal(withdraw.statusCode, 200)
+    const events = lines.map((line) => JSON.parse(line) as { event?: string, userId?: string }).filter((entry) => entry.event !== undefined)
+    t.same(events.map((entry) => [entry.event, entry.userId]), [['consent_grant', reader.userId], ['consent_withdraw', reader.userId]])
+    const all = lines.join('')
+    for (const value of [FULL.softwareBackground, FULL.hardwareBackground, FULL.interestArea]) t.notOk(all.includes(value), `the log never holds ${value}`)
   })
 })
