@@ -53,7 +53,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
 
   await app.register(healthRoutes)
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl })
-  await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl })
+  await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   // routes: tokens and validate-session (issue 5) — register here
   await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   return app

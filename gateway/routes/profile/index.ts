@@ -1,7 +1,9 @@
 import { Ajv } from 'ajv'
 import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
+import type { TokenClaims } from '../../../shared/jwt.ts'
 import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
+import { TtlCache } from '../../ttl-cache.ts'
 import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
 import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
 
@@ -18,6 +20,8 @@ export interface ProfileRoutesOptions {
   allowedOrigins: readonly string[]
   /** The gateway's own origin is allowed too (`PUBLIC_URL`). */
   publicUrl: string
+  /** How long consented claims are reused by this replica, in ms (`SESSION_CACHE_TTL`). @default 5000 */
+  claimsCacheTtl?: number
 }
 
 const backgroundSchema = {
@@ -73,7 +77,47 @@ export function isSameSiteWrite (request: Pick<FastifyRequest, 'headers'>, ident
   return refererOrigin !== null && allowed.has(refererOrigin)
 }
 
-/** Profile fields travel in upstream identity tokens only while consent is given; read fresh each time. */
+/**
+ * Profile fields travel in upstream identity tokens only while consent is given. Read through a short
+ * cache (no Postgres round trip per RAG call) that every write through this gateway evicts at once,
+ * so the very next request after a withdrawal carries none of them.
+ */
+export class ConsentedClaims {
+  readonly #repository: ProfileRepository
+  readonly #cache: TtlCache<string, TokenClaims>
+  // Bumped by every write: a read that overlapped a write is not cached.
+  readonly #writes = new Map<string, number>()
+
+  constructor (repository: ProfileRepository, ttlMs: number) {
+    this.#repository = repository
+    this.#cache = new TtlCache(ttlMs)
+  }
+
+  readonly provider: ClaimProvider = async (identity) => {
+    const cached = this.#cache.get(identity.userId)
+    if (cached !== undefined) return cached
+    const writesBefore = this.#writes.get(identity.userId)
+    const claims = await this.#repository.consentedClaims(identity.userId)
+    if (this.#writes.get(identity.userId) === writesBefore) this.#cache.set(identity.userId, claims)
+    return claims
+  }
+
+  /** Around every profile write: forget the claims and refuse to cache reads that overlap it. */
+  async writing<T> (userId: string, write: () => Promise<T>): Promise<T> {
+    this.#writes.set(userId, (this.#writes.get(userId) ?? 0) + 1)
+    this.#cache.delete(userId)
+    try {
+      return await write()
+    } finally {
+      this.#cache.delete(userId)
+      const left = (this.#writes.get(userId) ?? 1) - 1
+      if (left === 0) this.#writes.delete(userId)
+      else this.#writes.set(userId, left)
+    }
+  }
+}
+
+/** The claim provider alone, reading fresh each time (tests and single calls). */
 export function profileClaimProvider (repository: ProfileRepository): ClaimProvider {
   return async (identity) => repository.consentedClaims(identity.userId)
 }
@@ -95,7 +139,8 @@ function validateOptions (options: ProfileRoutesOptions): Set<string> {
 export default async function profileRoutes (app: FastifyInstance, options: ProfileRoutesOptions): Promise<void> {
   const allowedOrigins = validateOptions(options)
   const profiles = createProfileRepository(app.pg)
-  app.identityClaimProviders.push(profileClaimProvider(profiles))
+  const claims = new ConsentedClaims(profiles, options.claimsCacheTtl ?? 5000)
+  app.identityClaimProviders.push(claims.provider)
 
   // Only JSON bodies here: a `text/plain` POST is what a cross-site form can send without a preflight.
   app.removeContentTypeParser('text/plain')
@@ -125,7 +170,7 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
     const { userId } = callerOf(request)
     let result
     try {
-      result = await profiles.upsert(userId, request.body, options.consentVersion)
+      result = await claims.writing(userId, async () => profiles.upsert(userId, request.body, options.consentVersion))
     } catch (err) {
       // The user was deleted while this session was still cached: the profile's foreign key refuses it.
       if ((err as { code?: unknown }).code === '23503') throw new UnauthorizedError()
@@ -138,7 +183,7 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
 
   app.delete(PROFILE_PATH, { preValidation: checkOrigin }, async (request, reply) => {
     const { userId } = callerOf(request)
-    const { deleted, withdrew } = await profiles.delete(userId)
+    const { deleted, withdrew } = await claims.writing(userId, async () => profiles.delete(userId))
     if (withdrew) request.log.info({ event: 'consent_withdraw', userId }, 'consent withdrawn')
     if (deleted) request.log.info({ event: 'profile_delete', userId }, 'profile erased')
     return reply.code(204).send()
