@@ -5,6 +5,7 @@ import type { Pool } from '../shared/db.ts'
 import { useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
 import type { Auth } from './auth.ts'
+import validateSessionRoutes from './routes/validate-session.ts'
 
 export interface AuthCoreOptions {
   pool: Pool
@@ -75,6 +76,7 @@ export async function buildAuthCore (config: Readonly<Config>, options: AuthCore
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))
+  await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret })
 
   await app.register(async function betterAuthRoutes (scope) {
     scope.removeAllContentTypeParsers()

@@ -15,6 +15,8 @@ import authProxy from './routes/auth-proxy.ts'
 import upstreamRoutes from './routes/upstreams.ts'
 import healthRoutes from './routes/health.ts'
 import profileRoutes from './routes/profile/index.ts'
+import sessionEvents from './plugins/session-events.ts'
+import tokenRoutes from './routes/tokens.ts'
 
 export interface GatewayOptions {
   pool: Pool
@@ -54,7 +56,8 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(healthRoutes)
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
-  // routes: tokens and validate-session (issue 5) — register here
+  await app.register(sessionEvents)
+  await app.register(tokenRoutes)
   await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   return app
 }

@@ -1,0 +1,74 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+
+/** better-auth endpoints (as routed, after aliases) whose success changes who is signed in. */
+export const SIGN_OUT_PATH = '/auth/sign-out'
+export const REVOKE_ALL_PATH = '/auth/revoke-sessions'
+const REVOKE_ONE_PATHS = new Set(['/auth/revoke-session', '/auth/revoke-other-sessions'])
+const SIGN_IN = /^\/auth\/sign-in\//
+const SIGN_UP = /^\/auth\/sign-up\//
+
+type SessionEvent = 'sign_in' | 'sign_up' | 'sign_out' | 'revoke_sessions' | 'revoke_session'
+
+function eventOf (method: string, path: string): SessionEvent | null {
+  if (method !== 'POST') return null
+  if (path === SIGN_OUT_PATH) return 'sign_out'
+  if (path === REVOKE_ALL_PATH) return 'revoke_sessions'
+  if (REVOKE_ONE_PATHS.has(path)) return 'revoke_session'
+  if (SIGN_IN.test(path)) return 'sign_in'
+  if (SIGN_UP.test(path)) return 'sign_up'
+  return null
+}
+
+/** The routed path: `rewriteUrl` already normalised it and resolved aliases (`/auth/signout`). */
+function routedPath (request: FastifyRequest): string {
+  const query = request.url.indexOf('?')
+  return query === -1 ? request.url : request.url.slice(0, query)
+}
+
+/** The request as auth-core sees it: better-auth authenticates these calls by the cookie alone. */
+function cookieOnly (request: FastifyRequest): FastifyRequest {
+  const view = Object.create(request) as FastifyRequest
+  Object.defineProperty(view, 'headers', { value: { ...request.headers, authorization: undefined } })
+  return view
+}
+
+/**
+ * Keeps the gateway's caches and bearer tokens in step with better-auth: a sign-out evicts the cached
+ * session, revoking sessions evicts the user's, and "revoke all" also refuses every bearer token
+ * issued so far. Runs in `onSend`, before the answer leaves, so the caller's next request already
+ * sees the change. Also logs sign-in, sign-up and sign-out events (never credentials).
+ */
+async function sessionEvents (app: FastifyInstance): Promise<void> {
+  const callers = new WeakMap<FastifyRequest, string>()
+
+  app.addHook('onRequest', async (request) => {
+    const event = eventOf(request.method, routedPath(request))
+    if (event !== 'revoke_sessions' && event !== 'revoke_session') return
+    // Resolved before proxying: afterwards the session no longer exists to say whose it was.
+    const { identity } = await app.identities.resolve(cookieOnly(request))
+    if (identity !== null) callers.set(request, identity.userId)
+  })
+
+  app.addHook('onSend', async (request, reply) => {
+    const event = eventOf(request.method, routedPath(request))
+    if (event === null) return
+    const ok = reply.statusCode === 200
+    const userId = callers.get(request)
+    if (ok) {
+      if (event === 'sign_out') app.identities.evict(request.headers.cookie)
+      if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)
+      if (event === 'revoke_sessions' && userId !== undefined) {
+        try {
+          await app.identities.revokeTokens(userId)
+        } catch (err) {
+          // The sessions are gone at auth-core; the bearer tokens stay valid until they expire.
+          request.log.error({ err, event, userId }, 'bearer tokens could not be revoked')
+        }
+      }
+    }
+    request.log.info({ event, ok, status: reply.statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
+  })
+}
+
+export default fp(sessionEvents, { name: 'session-events', dependencies: ['identity'] })

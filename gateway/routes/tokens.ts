@@ -1,0 +1,121 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import { DEFAULT_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
+import { UnauthorizedError, upstreamError } from '../errors.ts'
+import type { Identity, SessionUser } from '../plugins/identity.ts'
+import { AUTH_CORE_PREFIX, forwardedHeaders } from './auth-proxy.ts'
+
+export const TOKEN_PATH = '/auth/jwt'
+export const VALIDATE_SESSION_PATH = '/api/validate-session'
+/** Seed-compatible alias of better-auth's `POST /update-user`, which changes the method too. */
+export const PROFILE_UPDATE_PATH = '/auth/user/profile'
+const UPDATE_USER_TARGET = `${AUTH_CORE_PREFIX}/update-user`
+// What auth-core needs to authenticate the caller and check the origin (CSRF), nothing more.
+const FORWARDED_REQUEST_HEADERS = ['cookie', 'origin', 'referer', 'user-agent', 'accept-language'] as const
+// Registered claims are the token's, not the user's.
+const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti'])
+
+export interface TokenResponse {
+  token: string
+  /** ISO 8601. */
+  expiresAt: string
+}
+
+export interface ValidateSessionResponse {
+  user: SessionUser | null
+  /** The better-auth session for a cookie; `null` for a bearer token, which has no server session. */
+  session?: Record<string, unknown> | null
+}
+
+function callerOf (request: FastifyRequest): Identity {
+  // The access policy answers 401 before the handler for anyone not signed in.
+  if (request.identity === null) throw new UnauthorizedError()
+  return request.identity
+}
+
+/** Seconds a new token may live: 7 days, but never beyond the bearer token it was minted with. */
+function tokenTtl (identity: Identity, now: number): number {
+  if (identity.via !== 'bearer') return DEFAULT_TOKEN_TTL_SECONDS
+  const exp = identity.user.exp
+  // Otherwise one stolen token could be refreshed for ever; revocation still applies to both.
+  return typeof exp === 'number' ? Math.max(1, Math.min(DEFAULT_TOKEN_TTL_SECONDS, exp - Math.floor(now / 1000))) : DEFAULT_TOKEN_TTL_SECONDS
+}
+
+/** The user a bearer token vouches for, without the token's own registered claims. */
+function bearerUser (user: SessionUser): SessionUser {
+  const result: SessionUser = { id: user.id, email: user.email, name: user.name }
+  for (const [key, value] of Object.entries(user)) {
+    if (!REGISTERED_CLAIMS.has(key) && !(key in result)) result[key] = value
+  }
+  return result
+}
+
+function noStore (reply: FastifyReply): void {
+  reply.header('cache-control', 'no-store')
+}
+
+/**
+ * `GET /auth/jwt` (a 7-day HS256 token), `GET /api/validate-session` (who a cookie or bearer token
+ * belongs to, for Python backends) and `PATCH /auth/user/profile` (better-auth's update-user).
+ */
+export default async function tokenRoutes (app: FastifyInstance): Promise<void> {
+  app.get(TOKEN_PATH, async (request, reply): Promise<TokenResponse> => {
+    const identity = callerOf(request)
+    const now = Date.now()
+    const { token, expiresAt } = await app.jwtKeys.sign(
+      identity.userId,
+      { email: identity.email, name: identity.name, ...identity.claims },
+      tokenTtl(identity, now),
+      now
+    )
+    noStore(reply)
+    request.log.info({ event: 'token_issued', userId: identity.userId, via: identity.via }, 'token issued')
+    return { token, expiresAt: expiresAt.toISOString() }
+  })
+
+  app.get(VALIDATE_SESSION_PATH, { config: { identity: 'optional' } }, async (request, reply): Promise<ValidateSessionResponse> => {
+    noStore(reply)
+    let identity = request.identity
+    if (identity === null && request.headers.cookie !== undefined && request.headers.authorization === undefined) {
+      // The policy ignores a failed look-up on a public route; here "auth-core is down" must not
+      // read as "signed out" to the backend asking, so the failure is looked at again.
+      const resolution = await app.identities.resolve(request)
+      if (resolution.error !== null && resolution.error.statusCode !== undefined && resolution.error.statusCode >= 500) throw resolution.error
+      identity = resolution.identity
+    }
+    if (identity === null) return { user: null }
+    if (identity.via === 'bearer') return { user: bearerUser(identity.user), session: null }
+    return { user: identity.user, session: identity.session }
+  })
+
+  app.patch(PROFILE_UPDATE_PATH, { schema: { body: { type: 'object' } } }, async (request, reply) => {
+    const headers: IncomingHttpHeaders = { 'content-type': 'application/json', accept: 'application/json' }
+    for (const name of FORWARDED_REQUEST_HEADERS) {
+      const value = request.headers[name]
+      if (value !== undefined) headers[name] = value
+    }
+    let response
+    try {
+      response = await app.authCore.request({
+        method: 'POST',
+        path: UPDATE_USER_TARGET,
+        headers: forwardedHeaders(request, headers),
+        body: JSON.stringify(request.body ?? {})
+      })
+    } catch (err) {
+      throw upstreamError(err, 'auth')
+    }
+    const text = await response.body.text()
+    const setCookie = response.headers['set-cookie']
+    if (setCookie !== undefined) reply.header('set-cookie', setCookie)
+    const type = response.headers['content-type']
+    if (typeof type === 'string') reply.type(type)
+    noStore(reply)
+    if (response.statusCode === 200) {
+      // Cached session look-ups still hold the old name and fields.
+      app.identities.evict(request.headers.cookie)
+      request.log.info({ event: 'profile_update' }, 'user updated')
+    }
+    return reply.code(response.statusCode).send(text)
+  })
+}
