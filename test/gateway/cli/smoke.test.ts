@@ -1,0 +1,98 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+
+const PASSWORD = 'correct horse battery'
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+async function smoke (args: string[]): Promise<Run> {
+  const child = spawn(process.execPath, ['--import=tsx', 'gateway/cli/smoke.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
+  return { code, stdout, stderr }
+}
+
+interface Report {
+  ok: boolean
+  failedStep: string | null
+  steps: Array<{ step: string, ok: boolean, ms: number, detail: string }>
+}
+
+const STEPS = ['health', 'sign-up', 'sign-in', 'get-session', 'jwt', 'bearer', 'sign-out', 'session-gone']
+
+t.test('the smoke checker passes against a running stack, again for an existing user, and names the failing step', async (t) => {
+  const stack = await startTestStack(t, { AUTH_RATE_LIMIT_MAX: '100', AUTH_USER_FIELDS: 'tier:string' })
+  const email = uniqueEmail('smoke')
+  const base = ['--base-url', stack.url, '--email', email, '--password', PASSWORD, '--origin', TEST_ORIGIN]
+
+  const first = await smoke([...base, '--name', 'Smoke Reader', '--custom-fields', '{"tier":"free"}'])
+  t.equal(first.code, 0, first.stdout + first.stderr)
+  const lines = first.stdout.trim().split('\n')
+  for (const step of STEPS) {
+    t.ok(lines.some((line) => new RegExp(`^✓ ${step}\\s+\\d+ ms`).test(line)), `a ✓ line with timing for ${step}`)
+  }
+  t.match(first.stdout, /user created/)
+  const { rows } = await stack.pool.query<{ name: string, tier: string }>('SELECT name, tier FROM "user" WHERE email = $1', [email])
+  t.same(rows, [{ name: 'Smoke Reader', tier: 'free' }], 'name and custom fields sent at sign-up')
+
+  const again = await smoke([...base, '--json'])
+  t.equal(again.code, 0, again.stdout + again.stderr)
+  const report = JSON.parse(again.stdout) as Report
+  t.equal(report.ok, true)
+  t.equal(report.failedStep, null)
+  t.same(report.steps.map((s) => s.step), STEPS)
+  t.ok(report.steps.every((s) => s.ok && typeof s.ms === 'number'))
+  t.match(report.steps[1].detail, /exists/, 'an existing user is signed in instead')
+
+  const wrongPassword = await smoke(['--base-url', stack.url, '--email', email, '--password', 'not the password', '--origin', TEST_ORIGIN])
+  t.equal(wrongPassword.code, 1)
+  t.match(wrongPassword.stdout, /✗ sign-in/)
+  t.match(wrongPassword.stdout, /FAILED at step "sign-in"/)
+
+  await stack.authCore.close()
+  const down = await smoke([...base, '--json'])
+  t.equal(down.code, 1, 'exit 1 when auth-core is down')
+  const downReport = JSON.parse(down.stdout) as Report
+  t.equal(downReport.ok, false)
+  t.equal(downReport.failedStep, 'sign-up', 'names the failing step')
+  t.match(downReport.steps.at(-1)?.detail ?? '', /503/)
+  t.equal(downReport.steps[0].ok, true, 'the gateway itself is still healthy')
+
+  const plain = await smoke(base)
+  t.equal(plain.code, 1)
+  t.match(plain.stdout, /^✗ sign-up\s+\d+ ms/m)
+})
+
+t.test('bad or missing arguments print the usage and exit 2', async (t) => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['no arguments', [], /--base-url is required/],
+    ['missing password', ['--base-url', 'http://127.0.0.1:1', '--email', 'a@example.com'], /--password is required/],
+    ['bad URL', ['--base-url', 'not a url', '--email', 'a@example.com', '--password', PASSWORD], /--base-url must be/],
+    ['bad custom fields', ['--base-url', 'http://127.0.0.1:1', '--email', 'a@example.com', '--password', PASSWORD, '--custom-fields', '[1]'], /--custom-fields must be a JSON object/],
+    ['unknown option', ['--base-url', 'http://127.0.0.1:1', '--bogus'], /Unknown option/]
+  ]
+  for (const [name, args, message] of cases) {
+    const run = await smoke(args)
+    t.equal(run.code, 2, `${name}: exit 2`)
+    t.match(run.stderr, message, `${name}: says what is wrong`)
+    t.match(run.stderr, /Usage: npm run smoke/, `${name}: usage`)
+  }
+  const help = await smoke(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /Usage: npm run smoke/)
+})
+
+t.test('an unreachable gateway fails at the health step', async (t) => {
+  const run = await smoke(['--base-url', 'http://127.0.0.1:1', '--email', 'a@example.com', '--password', PASSWORD, '--timeout', '2000'])
+  t.equal(run.code, 1)
+  t.match(run.stdout, /✗ health/)
+  t.match(run.stdout, /FAILED at step "health"/)
+})
