@@ -1,9 +1,12 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
+import { Writable } from 'node:stream'
 import { decodeJwt, SignJWT } from 'jose'
+import { startStack } from '../../../gateway/stack.ts'
 import type { Stack } from '../../../gateway/stack.ts'
+import { REDACT_PATHS } from '../../../shared/log.ts'
 import { DEFAULT_TOKEN_TTL_SECONDS, JWT_ISSUER, JwtKeys } from '../../../shared/jwt.ts'
-import { cookieFetch, JWT_TEST_SECRET, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+import { cookieFetch, JWT_TEST_SECRET, postJson, startTestStack, TEST_ORIGIN, testConfig, testDatabase, uniqueEmail } from '../../helper.ts'
 
 const PASSWORD = 'correct horse battery'
 // Several sign-ups per stack: the per-address sign-up limit would otherwise stop the tests.
@@ -221,8 +224,8 @@ print(json.dumps(claims))
     const refused = await patch({ role: 'admin' })
     t.ok(refused.status >= 400 && refused.status < 500, `readonly field: 4xx (got ${refused.status})`)
     const body = await refused.json() as { error: string, message: string }
-    t.type(body.error, 'string')
-    t.match(body.message, /role/)
+    t.equal(body.error, 'field_not_allowed')
+    t.equal(body.message, 'role is not allowed to be set')
     const { rows } = await stack.pool.query<{ role: string | null }>('SELECT role FROM "user" WHERE id = $1', [reader.userId])
     t.equal(rows[0].role, null, 'no readonly value was stored')
 
@@ -235,4 +238,28 @@ print(json.dumps(claims))
     const post = await postJson(reader.browser, `${stack.url}/auth/user/profile`, { name: 'x' })
     t.equal(post.status, 404, 'only PATCH is the alias')
   })
+})
+
+t.test('sign-up, sign-in, sign-out and revoke-sessions are logged as events without credentials', async (t) => {
+  const lines: string[] = []
+  const stream = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== '')); done() } })
+  const config = testConfig(t, { ...STACK_ENV, DATABASE_URL: await testDatabase(t), LOG_LEVEL: 'info' })
+  const stack = await startStack(config, { logger: { level: 'info', stream, redact: { paths: [...REDACT_PATHS], censor: '[redacted]' } } })
+  t.teardown(() => stack.close())
+
+  const reader = await signUp(stack)
+  const { token } = await issueToken(stack, reader)
+  t.equal((await postJson(reader.browser, `${stack.url}/auth/signout`, {})).status, 200)
+  t.equal((await postJson(reader.browser, `${stack.url}/auth/signin`, { email: reader.email, password: 'not the password' })).status, 401)
+  t.equal((await postJson(reader.browser, `${stack.url}/auth/signin`, { email: reader.email, password: PASSWORD })).status, 200)
+  t.equal((await postJson(reader.browser, `${stack.url}/auth/revoke-sessions`, {})).status, 200)
+
+  const events = lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((entry) => typeof entry.event === 'string')
+  const summary = events.filter((e) => e.event !== 'token_issued').map((e) => `${String(e.event)}:${String(e.ok)}`)
+  t.same(summary, ['sign_up:true', 'sign_out:true', 'sign_in:false', 'sign_in:true', 'revoke_sessions:true'])
+  t.equal(events.find((e) => e.event === 'revoke_sessions')?.userId, reader.userId, 'revocation names the user')
+  const all = lines.join('\n')
+  t.notOk(all.includes(PASSWORD), 'no password in the log')
+  t.notOk(all.includes(token), 'no token in the log')
+  t.notOk(all.includes(reader.cookie.split('=')[1]), 'no session cookie in the log')
 })
