@@ -20,6 +20,21 @@ export function toAdditionalFields (fields: readonly UserField[]): AdditionalFie
 }
 
 /**
+ * `COOKIE_SAME_SITE=none`: a docs site on another site than the gateway only gets its session cookie
+ * back on credentialed fetches with `SameSite=None; Secure`, partitioned (CHIPS) so browsers that
+ * phase out third-party cookies still keep it for that site.
+ */
+function crossSiteCookies (config: Readonly<Config>) {
+  if (config.cookieSameSite === 'lax') return {}
+  return {
+    useSecureCookies: config.cookieSameSite === 'none' ? true : undefined,
+    defaultCookieAttributes: config.cookieSameSite === 'none'
+      ? { sameSite: 'none' as const, secure: true, partitioned: true }
+      : { sameSite: 'strict' as const }
+  }
+}
+
+/**
  * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
  * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
  */
@@ -46,7 +61,8 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool) {
     },
     advanced: {
       // The gateway replaces any client-sent X-Forwarded-For with the one address it resolved.
-      ipAddress: { ipAddressHeaders: ['x-forwarded-for'] }
+      ipAddress: { ipAddressHeaders: ['x-forwarded-for'] },
+      ...crossSiteCookies(config)
     },
     // The gateway owns rate limiting (per normalised route group, shared across replicas).
     rateLimit: { enabled: false },

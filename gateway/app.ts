@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { useErrorFormat } from '../shared/errors.ts'
+import { writeOrigins } from './access/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
 import accessPlugin from './plugins/access.ts'
 import authCoreClient from './plugins/auth-core-client.ts'
@@ -58,6 +59,6 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
   await app.register(tokenRoutes)
-  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
+  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs })
   return app
 }

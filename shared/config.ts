@@ -61,6 +61,11 @@ export interface Config {
   sessionCacheTtl: number
   /** @default 'info' */
   logLevel: LogLevel
+  /**
+   * `SameSite` of the session cookie. `none` (with `Secure` and `Partitioned`) only for a docs site on
+   * another site than the gateway; it needs an https `PUBLIC_URL`. @default 'lax'
+   */
+  cookieSameSite: 'lax' | 'strict' | 'none'
 }
 
 export type Env = Record<string, string | undefined>
@@ -302,8 +307,15 @@ export function loadConfig (env: Env = process.env): Readonly<Config> {
     trustProxy: boolean(env, 'TRUST_PROXY', false),
     redisUrl: present(env, 'REDIS_URL'),
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
-    logLevel: logLevel as LogLevel
+    logLevel: logLevel as LogLevel,
+    cookieSameSite: 'lax'
   }
+  const sameSite = (present(env, 'COOKIE_SAME_SITE') ?? 'lax').toLowerCase()
+  if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') throw new ConfigError('COOKIE_SAME_SITE', 'must be lax, strict or none', sameSite)
+  if (sameSite === 'none' && !config.publicUrl.startsWith('https:')) {
+    throw new ConfigError('COOKIE_SAME_SITE', 'may be none only with an https PUBLIC_URL (browsers refuse SameSite=None without Secure)', sameSite)
+  }
+  config.cookieSameSite = sameSite
   if (config.redisUrl !== undefined && !/^rediss?:\/\//.test(config.redisUrl)) {
     throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
   }

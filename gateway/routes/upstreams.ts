@@ -4,7 +4,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { IDENTITY_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from '../access/upstream-headers.ts'
-import { RagUpstreamNotConfiguredError, upstreamError } from '../errors.ts'
+import { isSameSiteWrite } from '../access/csrf.ts'
+import { CsrfRejectedError, RagUpstreamNotConfiguredError, upstreamError } from '../errors.ts'
 import type { Identity } from '../plugins/identity.ts'
 
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
@@ -13,12 +14,15 @@ export const APP_ROUTE = '/api/*'
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000
 const CONNECT_TIMEOUT_MS = 2_000
 const APP_BODY_LIMIT = 1024 * 1024
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 // Re-sign an identity token once less than this much of its life is left.
 const TOKEN_REUSE_MARGIN_MS = 60_000
 
 export interface UpstreamRoutesOptions {
   ragUpstreamUrl: string | undefined
   appUpstreamUrl: string | undefined
+  /** Origins cookie-authenticated writes to the app upstream may come from (ALLOWED_ORIGINS + PUBLIC_URL). */
+  writeOrigins: ReadonlySet<string>
   /** Headers and body timeout of an upstream call. @default 30000 */
   timeoutMs?: number
 }
@@ -135,6 +139,11 @@ export default async function upstreamRoutes (app: FastifyInstance, options: Ups
       method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
       url: APP_ROUTE,
       bodyLimit: APP_BODY_LIMIT,
+      // A cookie rides along on a cross-site form post: state changes need an allowed origin.
+      preValidation: async (request) => {
+        if (SAFE_METHODS.has(request.method) || request.identity === null) return
+        if (!isSameSiteWrite(request, request.identity, options.writeOrigins)) throw new CsrfRejectedError()
+      },
       handler: async (request, reply) => forward(tokens, appUpstream, 'app', request, reply)
     })
   })

@@ -80,7 +80,9 @@ t.test('each malformed variable is named', async (t) => {
     ['TRUST_PROXY', 'maybe'],
     ['SESSION_CACHE_TTL', 'soon'],
     ['LOG_LEVEL', 'loud'],
-    ['REDIS_URL', 'http://localhost:6379']
+    ['REDIS_URL', 'http://localhost:6379'],
+    ['COOKIE_SAME_SITE', 'sideways'],
+    ['COOKIE_SAME_SITE', 'none']
   ]
   for (const [variable, value] of cases) {
     t.throws(() => loadConfig({ DATA_DIR: dataDir, [variable]: value }), { name: 'ConfigError', variable }, `${variable}=${value}`)

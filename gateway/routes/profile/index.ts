@@ -1,5 +1,6 @@
 import { Ajv } from 'ajv'
 import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import { isSameSiteWrite, writeOrigins } from '../../access/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
 import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
@@ -52,29 +53,6 @@ function formatValidationErrors (errors: FastifySchemaValidationError[], dataVar
   if (first.keyword === 'additionalProperties') return new Error(`${where} has an unknown field '${String(first.params.additionalProperty)}'`)
   if (first.keyword === 'pattern') return new Error(`${where} must not contain NUL characters`)
   return new Error(`${where} ${first.message ?? 'is invalid'}`)
-}
-
-/** The origin of a URL-valued header, or null when it is not a URL. */
-function originOf (value: string): string | null {
-  try {
-    const origin = new URL(value).origin
-    return origin === 'null' ? null : origin
-  } catch {
-    return null
-  }
-}
-
-/**
- * CSRF policy for cookie-authenticated writes: the `Origin` header must be allowed; without one, a
- * `Referer` from an allowed origin is accepted. Bearer calls carry no ambient credentials, so they pass.
- */
-export function isSameSiteWrite (request: Pick<FastifyRequest, 'headers'>, identity: Pick<Identity, 'via'>, allowed: ReadonlySet<string>): boolean {
-  if (identity.via === 'bearer') return true
-  const { origin, referer } = request.headers
-  if (origin !== undefined) return allowed.has(origin)
-  if (referer === undefined) return false
-  const refererOrigin = originOf(referer)
-  return refererOrigin !== null && allowed.has(refererOrigin)
 }
 
 /**
@@ -130,9 +108,7 @@ function callerOf (request: FastifyRequest): Identity {
 
 function validateOptions (options: ProfileRoutesOptions): Set<string> {
   if (typeof options.consentVersion !== 'string' || options.consentVersion === '') throw new Error('profile routes: consentVersion must be a non-empty string')
-  const publicOrigin = originOf(options.publicUrl)
-  if (publicOrigin === null) throw new Error(`profile routes: publicUrl must be a URL, got ${JSON.stringify(options.publicUrl)}`)
-  return new Set([...options.allowedOrigins, publicOrigin])
+  return writeOrigins(options.allowedOrigins, options.publicUrl)
 }
 
 /** DESIGN §6: the caller's profile and consent, on Postgres. */

@@ -165,3 +165,24 @@ t.test('the embedded database keeps users across a restart on the same DATA_DIR'
   t.equal(signIn.error, null, 'the user signs in after the restart')
   t.equal((await client.getSession()).data?.user.name, 'Persistent')
 })
+
+t.test('session cookie attributes: Lax by default; SameSite=None, Secure, Partitioned with COOKIE_SAME_SITE=none', async (t) => {
+  const lax = await startTestStack(t)
+  const laxUp = await postJson(fetch, `${lax.url}/auth/signup`, { email: uniqueEmail(), password: PASSWORD, name: 'Lax' }, { origin: TEST_ORIGIN })
+  const laxCookie = laxUp.headers.getSetCookie().find((c) => c.startsWith('better-auth.session_token=')) ?? ''
+  t.match(laxCookie, /; HttpOnly/i)
+  t.match(laxCookie, /; SameSite=Lax/i)
+  t.notMatch(laxCookie, /; Secure/i, 'no Secure over an http PUBLIC_URL')
+
+  const crossSite = await startTestStack(t, { PUBLIC_URL: 'https://auth.example.com', COOKIE_SAME_SITE: 'none' })
+  const browser = cookieFetch()
+  const up = await postJson(browser, `${crossSite.url}/auth/signup`, { email: uniqueEmail(), password: PASSWORD, name: 'Cross' })
+  t.equal(up.status, 200)
+  const cookie = up.headers.getSetCookie().find((c) => c.startsWith('__Secure-better-auth.session_token=')) ?? ''
+  t.match(cookie, /; SameSite=None/i)
+  t.match(cookie, /; Secure/i)
+  t.match(cookie, /; Partitioned/i)
+  t.match(cookie, /; HttpOnly/i)
+  const jwt = await browser(`${crossSite.url}/auth/jwt`)
+  t.equal(jwt.status, 200, 'the gateway resolves the __Secure- session cookie')
+})

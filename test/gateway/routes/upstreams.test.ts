@@ -301,3 +301,20 @@ t.test('property: the policy decision and what the upstream receives always agre
   }), { numRuns: 200, seed: 42 })
   t.pass('200 random requests agreed')
 })
+
+t.test('cookie-authenticated writes to the app upstream need an allowed origin; bearer writes do not', async (t) => {
+  const { stack, app } = await stackWithUpstreams(t)
+  const { cookie } = await signUp(stack.url)
+  const post = (headers: Record<string, string>) => fetch(`${stack.url}/api/notes`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"note":"x"}' })
+  const foreign = await post({ cookie, origin: 'http://evil.example' })
+  t.equal(foreign.status, 403)
+  t.equal((await foreign.json() as { error: string }).error, 'csrf_rejected')
+  t.equal((await post({ cookie })).status, 403, 'neither Origin nor Referer')
+  t.equal(app.requests.length, 0, 'nothing reached the app upstream')
+  t.equal((await post({ cookie, origin: TEST_ORIGIN })).status, 200)
+  t.equal((await post({ cookie, referer: `${TEST_ORIGIN}/docs/intro` })).status, 200, 'an allowed Referer without Origin')
+  t.equal((await fetch(`${stack.url}/api/notes`, { headers: { cookie, origin: 'http://evil.example' } })).status, 200, 'reads are not checked')
+  const { token } = await (await fetch(`${stack.url}/auth/jwt`, { headers: { cookie } })).json() as { token: string }
+  t.equal((await post({ authorization: `Bearer ${token}` })).status, 200, 'bearer calls carry no ambient credential')
+  t.equal(app.requests.length, 4)
+})
