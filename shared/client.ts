@@ -1,4 +1,5 @@
 import { createAuthClient } from 'better-auth/client'
+import type { Profile, ProfileUpdate } from './profile.ts'
 
 /** The browser (and Node) client of the gateway, published as `auth-gateway/client`. */
 export interface GatewayClientOptions {
@@ -19,25 +20,7 @@ export type GatewayResult<T> =
   | { data: T, error: null }
   | { data: null, error: GatewayError }
 
-/** The reader's profile (DESIGN §6); every field null for a reader who never saved one. */
-export interface Profile {
-  softwareBackground: string | null
-  hardwareBackground: string | null
-  interestArea: string | null
-  consentGiven: boolean
-  consentAt: string | null
-  consentVersion: string | null
-  createdAt: string | null
-  updatedAt: string | null
-}
-
-/** A profile update: absent fields keep their value; background fields need `consentGiven: true`. */
-export interface ProfileUpdate {
-  softwareBackground?: string | null
-  hardwareBackground?: string | null
-  interestArea?: string | null
-  consentGiven?: boolean
-}
+export type { Profile, ProfileUpdate } from './profile.ts'
 
 export interface GatewayToken {
   token: string

@@ -1,39 +1,14 @@
 import type { Pool, PoolClient } from '../../shared/db.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
+import { BACKGROUND_FIELDS } from '../../shared/profile.ts'
+import type { BackgroundField, ConsentAction, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
 import { ConsentRequiredError } from '../errors.ts'
 
-export const BACKGROUND_FIELDS = ['softwareBackground', 'hardwareBackground', 'interestArea'] as const
-export type BackgroundField = typeof BACKGROUND_FIELDS[number]
+export { BACKGROUND_FIELDS }
+export type { BackgroundField, ConsentAction, ConsentLogEntry, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
+
 /** The `varchar` length of each background column (migration 1). */
 export const BACKGROUND_MAX_LENGTH = 100
-
-/** A profile as the API returns it: timestamps in ISO 8601, `null` when unset. */
-export interface Profile {
-  softwareBackground: string | null
-  hardwareBackground: string | null
-  interestArea: string | null
-  consentGiven: boolean
-  consentAt: string | null
-  consentVersion: string | null
-  createdAt: string | null
-  updatedAt: string | null
-}
-
-/** What a caller may change; an absent field keeps its stored value. */
-export type ProfileUpdate = Partial<Record<BackgroundField, string | null>> & { consentGiven?: boolean }
-
-export type ConsentAction = 'grant' | 'withdraw'
-
-export interface ConsentLogEntry {
-  action: ConsentAction
-  policyVersion: string
-  at: string
-}
-
-export interface ProfileExport {
-  profile: Profile
-  consentLog: ConsentLogEntry[]
-}
 
 export interface UpsertResult {
   profile: Profile

@@ -7,6 +7,7 @@ import { isSameSiteWrite } from '../../../gateway/access/csrf.ts'
 import { profileClaimProvider } from '../../../gateway/routes/profile/index.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
 import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+import type { Profile } from '../../../shared/profile.ts'
 
 const PASSWORD = 'correct horse battery'
 const FOREIGN_ORIGIN = 'http://evil.example'
@@ -24,16 +25,7 @@ interface Reader {
   cookie: string
 }
 
-interface ProfileBody {
-  softwareBackground: string | null
-  hardwareBackground: string | null
-  interestArea: string | null
-  consentGiven: boolean
-  consentAt: string | null
-  consentVersion: string | null
-  createdAt: string | null
-  updatedAt: string | null
-}
+type ProfileBody = Profile
 
 interface ErrorBody { error: string, message: string }
 
