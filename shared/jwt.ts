@@ -9,6 +9,14 @@ export const DEFAULT_TOKEN_TTL_SECONDS = 7 * 24 * 60 * 60
 export const IDENTITY_TOKEN_TTL_SECONDS = 5 * 60
 export const CLOCK_TOLERANCE_SECONDS = 30
 
+const BEARER = /^Bearer\s+([A-Za-z0-9_\-.]+)\s*$/i
+
+/** The token of an `Authorization: Bearer <jwt>` header, or null for anything else. */
+export function bearerToken (authorization: string | undefined): string | null {
+  if (authorization === undefined) return null
+  return BEARER.exec(authorization)?.[1] ?? null
+}
+
 /** Claims besides the registered ones: `email`, `name`, custom user fields, consented profile fields. */
 export type TokenClaims = Record<string, string | number | boolean | null>
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { Pool } from '../../shared/db.ts'
-import { JwtKeys } from '../../shared/jwt.ts'
+import { bearerToken, JwtKeys } from '../../shared/jwt.ts'
+import { issuedBeforeRevocation, readTokensValidAfter } from '../../shared/token-revocation.ts'
 
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
 
@@ -16,8 +17,6 @@ export interface ValidateSessionResponse {
   session?: Record<string, unknown> | null
 }
 
-const BEARER = /^Bearer\s+([A-Za-z0-9_\-.]+)\s*$/i
-
 function validateOptions (options: ValidateSessionOptions): void {
   if (options.pool === undefined || options.pool === null) throw new Error('validate-session: pool is required')
   if (typeof options.jwtSecret !== 'string' || options.jwtSecret === '') throw new Error('validate-session: jwtSecret must be a non-empty string')
@@ -32,24 +31,19 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
   validateOptions(options)
   const keys = new JwtKeys(options.jwtSecret)
 
-  const tokensValidAfter = async (userId: string): Promise<number> => {
-    const { rows } = await options.pool.query<{ at: Date }>('SELECT tokens_valid_after AS at FROM token_revocation WHERE user_id = $1', [userId])
-    return rows.length === 0 ? 0 : rows[0].at.getTime()
-  }
-
   app.get(VALIDATE_SESSION_PATH, async (request, reply): Promise<ValidateSessionResponse> => {
     reply.header('cache-control', 'no-store')
     const authorization = request.headers.authorization
     if (authorization !== undefined) {
-      const match = BEARER.exec(authorization)
-      if (match === null) return { user: null }
+      const token = bearerToken(authorization)
+      if (token === null) return { user: null }
       let payload
       try {
-        payload = await keys.verify(match[1])
+        payload = await keys.verify(token)
       } catch {
         return { user: null }
       }
-      if (payload.iat * 1000 < await tokensValidAfter(payload.sub)) return { user: null }
+      if (issuedBeforeRevocation(payload.iat, await readTokensValidAfter(options.pool, payload.sub))) return { user: null }
       // The user as stored now: a deleted user's token vouches for no one.
       const context = await app.auth.$context
       const user = await context.internalAdapter.findUserById(payload.sub)

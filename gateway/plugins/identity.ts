@@ -1,9 +1,11 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { UserField } from '../../shared/config.ts'
-import { JwtKeys } from '../../shared/jwt.ts'
+import { bearerToken, JwtKeys } from '../../shared/jwt.ts'
+import { issuedBeforeRevocation, readTokensValidAfter, revokeTokensNow } from '../../shared/token-revocation.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
 import { AuthCoreUnavailableError, InvalidTokenError } from '../errors.ts'
+import { TtlCache } from '../ttl-cache.ts'
 
 export interface SessionUser {
   id: string
@@ -76,12 +78,6 @@ export function sessionCookies (cookieHeader: string | undefined): string | null
   return pairs.length === 0 ? null : pairs.join('; ')
 }
 
-function bearerToken (authorization: string | undefined): string | null {
-  if (authorization === undefined) return null
-  const match = /^Bearer\s+([A-Za-z0-9_\-.]+)\s*$/i.exec(authorization)
-  return match === null ? null : match[1]
-}
-
 function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
   const claims: TokenClaims = {}
   for (const field of fields) {
@@ -92,11 +88,6 @@ function customClaims (user: Record<string, unknown>, fields: readonly UserField
   return claims
 }
 
-interface CacheEntry {
-  expires: number
-  resolution: Resolution
-}
-
 /**
  * Resolves cookie sessions through auth-core's get-session (cached briefly, evicted at sign-out) and
  * bearer JWTs locally with jose, with per-user revocation (`tokensValidAfter`).
@@ -104,13 +95,15 @@ interface CacheEntry {
 export class IdentityResolver {
   readonly #app: FastifyInstance
   readonly #options: Required<IdentityPluginOptions>
-  readonly #sessions = new Map<string, CacheEntry>()
-  readonly #revocations = new Map<string, { expires: number, validAfter: number }>()
+  readonly #sessions: TtlCache<string, Resolution>
+  readonly #revocations: TtlCache<string, number>
   readonly #inflight = new Map<string, Promise<Resolution>>()
 
   constructor (app: FastifyInstance, options: Required<IdentityPluginOptions>) {
     this.#app = app
     this.#options = options
+    this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
@@ -119,7 +112,7 @@ export class IdentityResolver {
     const cookies = sessionCookies(request.headers.cookie)
     if (cookies === null) return ANONYMOUS
     const cached = this.#sessions.get(cookies)
-    if (cached !== undefined && cached.expires > Date.now()) return cached.resolution
+    if (cached !== undefined) return cached
     // Concurrent requests with one cookie share one look-up.
     let pending = this.#inflight.get(cookies)
     if (pending === undefined) {
@@ -137,18 +130,8 @@ export class IdentityResolver {
 
   /** Forgets every cached session of a user and the cached revocation time (revoke all). */
   evictUser (userId: string): void {
-    for (const [key, entry] of this.#sessions) {
-      if (entry.resolution.identity?.userId === userId) this.#sessions.delete(key)
-    }
+    this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
     this.#revocations.delete(userId)
-  }
-
-  #remember<K, V extends { expires: number }> (map: Map<K, V>, key: K, value: V): void {
-    if (map.size >= this.#options.maxCacheEntries) {
-      const oldest = map.keys().next()
-      if (oldest.done !== true) map.delete(oldest.value)
-    }
-    map.set(key, value)
   }
 
   async #lookUpSession (cookies: string, request: FastifyRequest): Promise<Resolution> {
@@ -187,7 +170,7 @@ export class IdentityResolver {
           },
           error: null
         }
-    this.#remember(this.#sessions, cookies, { expires: Date.now() + this.#options.sessionCacheTtl, resolution })
+    this.#sessions.set(cookies, resolution)
     return resolution
   }
 
@@ -204,7 +187,7 @@ export class IdentityResolver {
     } catch (err) {
       return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
     }
-    if (payload.iat * 1000 < validAfter) return { identity: null, error: new InvalidTokenError() }
+    if (issuedBeforeRevocation(payload.iat, validAfter)) return { identity: null, error: new InvalidTokenError() }
     const { sub, email, name } = payload
     const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
     return {
@@ -216,21 +199,15 @@ export class IdentityResolver {
   /** Bearer tokens issued before this time (ms) are refused; 0 when the user never revoked. */
   async tokensValidAfter (userId: string): Promise<number> {
     const cached = this.#revocations.get(userId)
-    if (cached !== undefined && cached.expires > Date.now()) return cached.validAfter
-    const { rows } = await this.#app.pg.query<{ at: Date }>('SELECT tokens_valid_after AS at FROM token_revocation WHERE user_id = $1', [userId])
-    const validAfter = rows.length === 0 ? 0 : rows[0].at.getTime()
-    this.#remember(this.#revocations, userId, { expires: Date.now() + this.#options.sessionCacheTtl, validAfter })
+    if (cached !== undefined) return cached
+    const validAfter = await readTokensValidAfter(this.#app.pg, userId)
+    this.#revocations.set(userId, validAfter)
     return validAfter
   }
 
   /** Refuses every bearer token of the user issued until now (sign out everywhere). */
   async revokeTokens (userId: string): Promise<void> {
-    // Token `iat` has one-second resolution: a token issued in this very second is refused too.
-    await this.#app.pg.query(
-      `INSERT INTO token_revocation (user_id, tokens_valid_after) VALUES ($1, date_trunc('second', now()) + interval '1 second')
-       ON CONFLICT (user_id) DO UPDATE SET tokens_valid_after = EXCLUDED.tokens_valid_after`,
-      [userId]
-    )
+    await revokeTokensNow(this.#app.pg, userId)
     this.evictUser(userId)
   }
 }

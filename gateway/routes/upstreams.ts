@@ -5,6 +5,7 @@ import { IDENTITY_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from '../access/upstream-headers.ts'
 import { isSameSiteWrite } from '../access/csrf.ts'
+import { TtlCache } from '../ttl-cache.ts'
 import { CsrfRejectedError, RagUpstreamNotConfiguredError, upstreamError } from '../errors.ts'
 import type { Identity } from '../plugins/identity.ts'
 
@@ -44,7 +45,7 @@ function createUpstreamPool (url: string, timeoutMs: number): Pool {
  */
 class IdentityTokens {
   readonly #app: FastifyInstance
-  readonly #cache = new Map<string, { token: string, expires: number }>()
+  readonly #cache = new TtlCache<string, string>(IDENTITY_TOKEN_TTL_SECONDS * 1000 - TOKEN_REUSE_MARGIN_MS)
 
   constructor (app: FastifyInstance) {
     this.#app = app
@@ -55,10 +56,10 @@ class IdentityTokens {
     for (const provider of this.#app.identityClaimProviders) Object.assign(claims, await provider(identity))
     const key = `${identity.userId}\n${JSON.stringify(claims)}`
     const cached = this.#cache.get(key)
-    if (cached !== undefined && cached.expires - Date.now() > TOKEN_REUSE_MARGIN_MS) return cached.token
-    const { token, expiresAt } = await this.#app.jwtKeys.sign(identity.userId, claims, IDENTITY_TOKEN_TTL_SECONDS)
-    if (this.#cache.size >= 10_000) this.#cache.clear()
-    this.#cache.set(key, { token, expires: expiresAt.getTime() })
+    if (cached !== undefined) return cached
+    const { token } = await this.#app.jwtKeys.sign(identity.userId, claims, IDENTITY_TOKEN_TTL_SECONDS)
+    // Reused until a minute before it expires, so an upstream never receives a nearly dead token.
+    this.#cache.set(key, token)
     return token
   }
 }
