@@ -21,7 +21,21 @@ function reject (reason: string): Normalised {
  * NUL and control characters, encoded dot segments, `;` parameters under protected prefixes,
  * malformed percent-escapes and anything that is not an origin-form path.
  */
+// Already canonical: nothing to decode, no dot segments, no doubled slashes, nothing to refuse.
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-_~]+(?:\.[A-Za-z0-9\-_~]+)*)+\/?$|^\/$/
+
 export function normalisePath (target: string): Normalised {
+  const queryAt = target.indexOf('?')
+  const hashAt = target.indexOf('#')
+  if (hashAt === -1) {
+    const pathPart = queryAt === -1 ? target : target.slice(0, queryAt)
+    if (PLAIN_PATH.test(pathPart)) return { ok: true, path: pathPart, query: queryAt === -1 ? '' : target.slice(queryAt) }
+  }
+  return normaliseSlowly(target)
+}
+
+/** The full normaliser; `normalisePath` skips it for targets that are already canonical. */
+export function normaliseSlowly (target: string): Normalised {
   let raw = target
   if (!raw.startsWith('/')) {
     // Absolute-form (`GET http://host/path HTTP/1.1`): only the path takes part in routing.

@@ -49,10 +49,12 @@ export function isIdentityHeader (name: string): boolean {
   return IDENTITY_HEADERS.has(canonical) || IDENTITY_PREFIXES.some((prefix) => canonical.startsWith(prefix))
 }
 
+const NOTHING_LISTED: ReadonlySet<string> = new Set()
+
 /** The names a client listed in `Connection`: hop-by-hop by its own declaration, so never forwarded. */
-function connectionListed (connection: string | string[] | undefined): Set<string> {
+function connectionListed (connection: string | string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined || connection === 'keep-alive' || connection === 'close') return NOTHING_LISTED
   const listed = new Set<string>()
-  if (connection === undefined) return listed
   for (const value of Array.isArray(connection) ? connection : [connection]) {
     for (const name of value.split(',')) listed.add(name.trim().toLowerCase())
   }

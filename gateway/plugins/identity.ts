@@ -1,9 +1,9 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { UserField } from '../../shared/config.ts'
-import { bearerToken, JwtKeys } from '../../shared/jwt.ts'
+import { bearerToken, CLOCK_TOLERANCE_SECONDS, JwtKeys } from '../../shared/jwt.ts'
 import { issuedBeforeRevocation, readTokensValidAfter, revokeTokensNow } from '../../shared/token-revocation.ts'
-import type { TokenClaims } from '../../shared/jwt.ts'
+import type { TokenClaims, VerifiedToken } from '../../shared/jwt.ts'
 import { AuthCoreUnavailableError, InvalidTokenError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 
@@ -97,6 +97,7 @@ export class IdentityResolver {
   readonly #options: Required<IdentityPluginOptions>
   readonly #sessions: TtlCache<string, Resolution>
   readonly #revocations: TtlCache<string, number>
+  readonly #verifiedTokens: TtlCache<string, VerifiedToken>
   readonly #inflight = new Map<string, Promise<Resolution>>()
 
   constructor (app: FastifyInstance, options: Required<IdentityPluginOptions>) {
@@ -104,6 +105,7 @@ export class IdentityResolver {
     this.#options = options
     this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
     this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
@@ -175,11 +177,19 @@ export class IdentityResolver {
   }
 
   async #resolveBearer (token: string): Promise<Resolution> {
-    let payload
-    try {
-      payload = await this.#app.jwtKeys.verify(token)
-    } catch (err) {
-      return { identity: null, error: new InvalidTokenError({ cause: err }) }
+    // A token string that verified once verifies again: only its expiry can change, checked here.
+    let payload = this.#verifiedTokens.get(token)
+    if (payload !== undefined && payload.exp + CLOCK_TOLERANCE_SECONDS < Date.now() / 1000) {
+      this.#verifiedTokens.delete(token)
+      payload = undefined
+    }
+    if (payload === undefined) {
+      try {
+        payload = await this.#app.jwtKeys.verify(token)
+      } catch (err) {
+        return { identity: null, error: new InvalidTokenError({ cause: err }) }
+      }
+      this.#verifiedTokens.set(token, payload)
     }
     let validAfter: number
     try {

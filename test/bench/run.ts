@@ -245,7 +245,9 @@ async function main (): Promise<void> {
         ])
         return publicRun
       },
-      'public-fixed-rate': () => load({ url: query, overallRate: 1000 })
+      'public-fixed-rate': () => load({ url: query, overallRate: 1000 }),
+      // The same load straight at the upstream: what this machine's loopback and scheduler add on their own.
+      'direct-fixed-rate': () => load({ url: `${upstream.url}/api/v1/query`, overallRate: 1000 })
     }
 
     const runs: Record<string, Array<Figures & { requests: number }>> = {}

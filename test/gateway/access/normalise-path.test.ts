@@ -88,3 +88,13 @@ t.test('a normalised path is a fixed point', async (t) => {
 t.test('`;` is allowed outside the protected prefixes', async (t) => {
   t.same(normalisePath('/docs;v=1'), { ok: true, path: '/docs;v=1', query: '' })
 })
+
+t.test('property: the fast path for plain targets agrees with the full normaliser', async (t) => {
+  const { normaliseSlowly } = await import('../../../gateway/access/normalise-path.ts')
+  const fc = (await import('fast-check')).default
+  const char = fc.constantFrom('a', 'Z', '0', '-', '_', '~', '.', '/', '%', '2', 'e', 'f', ';', '?', '#', '\\', ' ')
+  fc.assert(fc.property(fc.array(char, { maxLength: 24 }), (chars) => {
+    const target = '/' + chars.join('')
+    t.same(normalisePath(target), normaliseSlowly(target), target)
+  }), { numRuns: 2000, seed: 7 })
+})
