@@ -33,7 +33,7 @@ t.test('npm run bench -- --quick writes the report', async (t) => {
     t.type(figures?.p99, 'number')
   }
   t.equal(report.scenarios.nginx === null, !existsSync('/usr/sbin/nginx'), 'nginx is measured exactly when installed')
-  t.same(Object.keys(report.ratios).sort(), ['authed/public', 'bearer/public', 'p99-under-signin/p99-public', 'public/direct', 'public/nginx', 'signin/verify-bound'])
+  t.same(Object.keys(report.ratios).sort(), ['authed/public', 'bearer/public', 'node-proxy/nginx', 'p99-under-signin/p99-public', 'public/direct', 'public/nginx', 'public/node-proxy', 'signin/verify-bound'])
   t.ok((report.ratios['public/direct'] ?? 0) > 0)
   t.ok((report.gatewayCpuUsPerReq ?? 0) > 0)
   t.ok(report.gatewayRssMB > 0)

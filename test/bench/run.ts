@@ -211,6 +211,10 @@ async function main (): Promise<void> {
     children.push(authCore.process)
     const gateway = await startChild('service.ts', ['gateway'], { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url }, args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${process.cwd()}`] : [])
     children.push(gateway.process)
+    const nodeProxy = await startChild('reference-proxy.ts', ['node', upstream.url], {})
+    children.push(nodeProxy.process)
+    const fastifyProxy = await startChild('reference-proxy.ts', ['fastify', upstream.url], {})
+    children.push(fastifyProxy.process)
     const nginx = await startNginx(upstream.url)
     children.push(nginx?.process)
     nginxDir = nginx?.dir
@@ -232,6 +236,8 @@ async function main (): Promise<void> {
     const scenarios: Record<string, (() => Promise<Figures & { requests: number }>) | undefined> = {
       direct: () => load({ url: `${upstream.url}/api/v1/query` }),
       nginx: nginx === undefined ? undefined : () => load({ url: `${nginx.url}/api/v1/query` }),
+      'node-proxy': () => load({ url: `${nodeProxy.url}/api/v1/query` }),
+      'fastify-proxy': () => load({ url: `${fastifyProxy.url}/api/v1/query` }),
       public: () => load({ url: query }),
       authed: () => load({ url: query, headers: { cookie } }),
       bearer: bearer === undefined ? undefined : () => load({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
@@ -290,6 +296,8 @@ async function main (): Promise<void> {
       ratios: {
         'public/direct': ratio(result.public?.rps, result.direct?.rps),
         'public/nginx': ratio(result.public?.rps, result.nginx?.rps),
+        'public/node-proxy': ratio(result.public?.rps, result['node-proxy']?.rps),
+        'node-proxy/nginx': ratio(result['node-proxy']?.rps, result.nginx?.rps),
         'authed/public': ratio(result.authed?.rps, result.public?.rps),
         'bearer/public': ratio(result.bearer?.rps, result.public?.rps),
         'signin/verify-bound': ratio(result.signin?.rps, result['verify-bound']?.rps),
