@@ -97,7 +97,7 @@ export class IdentityResolver {
   readonly #options: Required<IdentityPluginOptions>
   readonly #sessions: TtlCache<string, Resolution>
   readonly #revocations: TtlCache<string, number>
-  readonly #verifiedTokens: TtlCache<string, VerifiedToken>
+  readonly #verifiedTokens: TtlCache<string, { exp: number, iat: number, resolution: { identity: Identity, error: null } }>
   readonly #inflight = new Map<string, Promise<Resolution>>()
 
   constructor (app: FastifyInstance, options: Required<IdentityPluginOptions>) {
@@ -177,33 +177,37 @@ export class IdentityResolver {
   }
 
   async #resolveBearer (token: string): Promise<Resolution> {
-    // A token string that verified once verifies again: only its expiry can change, checked here.
-    let payload = this.#verifiedTokens.get(token)
-    if (payload !== undefined && payload.exp + CLOCK_TOLERANCE_SECONDS < Date.now() / 1000) {
+    // A token string that verified once verifies again: only its expiry and revocation can change,
+    // and both are checked on every request.
+    let verified = this.#verifiedTokens.get(token)
+    if (verified !== undefined && verified.exp + CLOCK_TOLERANCE_SECONDS < Date.now() / 1000) {
       this.#verifiedTokens.delete(token)
-      payload = undefined
+      verified = undefined
     }
-    if (payload === undefined) {
+    if (verified === undefined) {
+      let payload: VerifiedToken
       try {
         payload = await this.#app.jwtKeys.verify(token)
       } catch (err) {
         return { identity: null, error: new InvalidTokenError({ cause: err }) }
       }
-      this.#verifiedTokens.set(token, payload)
+      const { sub, email, name } = payload
+      const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
+      const identity: Identity = { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) }
+      verified = { exp: payload.exp, iat: payload.iat, resolution: { identity, error: null } }
+      this.#verifiedTokens.set(token, verified)
     }
-    let validAfter: number
-    try {
-      validAfter = await this.tokensValidAfter(payload.sub)
-    } catch (err) {
-      return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+    const userId = verified.resolution.identity.userId
+    let validAfter = this.#revocations.get(userId)
+    if (validAfter === undefined) {
+      try {
+        validAfter = await this.tokensValidAfter(userId)
+      } catch (err) {
+        return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+      }
     }
-    if (issuedBeforeRevocation(payload.iat, validAfter)) return { identity: null, error: new InvalidTokenError() }
-    const { sub, email, name } = payload
-    const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
-    return {
-      identity: { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) },
-      error: null
-    }
+    if (issuedBeforeRevocation(verified.iat, validAfter)) return { identity: null, error: new InvalidTokenError() }
+    return verified.resolution
   }
 
   /** Bearer tokens issued before this time (ms) are refused; 0 when the user never revoked. */
