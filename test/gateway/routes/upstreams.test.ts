@@ -318,3 +318,25 @@ t.test('cookie-authenticated writes to the app upstream need an allowed origin; 
   t.equal((await post({ authorization: `Bearer ${token}` })).status, 200, 'bearer calls carry no ambient credential')
   t.equal(app.requests.length, 4)
 })
+
+t.test('the gateway refuses to start when a route has no access rule', async (t) => {
+  const stack = await startTestStack(t)
+  const { buildGateway } = await import('../../../gateway/app.ts')
+  const gateway = await buildGateway(stack.config, { pool: stack.pool })
+  gateway.get('/metrics', async () => ({ up: 1 }))
+  await t.rejects(async () => { await gateway.ready() }, /access policy does not cover the gateway: route GET \/metrics matches no access rule/)
+  await gateway.close()
+})
+
+t.test('several session cookies in one header: the gateway decides as better-auth does', async (t) => {
+  const { stack, app } = await stackWithUpstreams(t)
+  const { cookie } = await signUp(stack.url)
+  const value = cookie.split('=').slice(1).join('=')
+  const forged = 'better-auth.session_token=forged.token'
+  for (const header of [`${forged}; ${cookie}`, `${cookie}; ${forged}`, `better-auth.session_token=${value}x; ${cookie}`]) {
+    const session = await (await fetch(`${stack.url}/auth/get-session`, { headers: { cookie: header } })).json() as { user?: unknown } | null
+    const protectedCall = await fetch(`${stack.url}/api/private`, { headers: { cookie: header } })
+    t.equal(protectedCall.status === 200, session !== null, `${header.slice(0, 40)}…: gateway ${protectedCall.status}, better-auth ${session === null ? 'anonymous' : 'signed in'}`)
+  }
+  t.ok(app.requests.length <= 3)
+})
