@@ -72,7 +72,7 @@ export async function buildAuthCore (config: Readonly<Config>, options: AuthCore
     bodyLimit: 64 * 1024
   })
   useErrorFormat(app)
-  const auth = createAuth(config, options.pool)
+  const auth = createAuth(config, options.pool, app.log)
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))

@@ -1,5 +1,6 @@
 import { betterAuth } from 'better-auth'
 import type { BetterAuthOptions } from 'better-auth'
+import type { FastifyBaseLogger } from 'fastify'
 import type { Config, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 
@@ -38,7 +39,19 @@ function crossSiteCookies (config: Readonly<Config>) {
  * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
  * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
  */
-export function createAuthOptions (config: Readonly<Config>, pool: Pool) {
+/** better-auth's own log lines, into pino (object first; its extra arguments only when they are errors). */
+function toPino (log: FastifyBaseLogger | undefined) {
+  if (log === undefined) return { level: 'error' as const }
+  return {
+    level: 'warn' as const,
+    log (level: 'debug' | 'info' | 'warn' | 'error', message: string, ...args: unknown[]) {
+      const err = args.find((arg) => arg instanceof Error)
+      log[level]({ source: 'better-auth', ...(err === undefined ? {} : { err }) }, message)
+    }
+  }
+}
+
+export function createAuthOptions (config: Readonly<Config>, pool: Pool, log?: FastifyBaseLogger) {
   return {
     appName: 'auth-gateway',
     database: pool,
@@ -66,14 +79,15 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool) {
     },
     // The gateway owns rate limiting (per normalised route group, shared across replicas).
     rateLimit: { enabled: false },
-    telemetry: { enabled: false }
+    telemetry: { enabled: false },
+    logger: toPino(log)
   } satisfies BetterAuthOptions
 }
 
 export type AuthOptions = ReturnType<typeof createAuthOptions>
 
-export function createAuth (config: Readonly<Config>, pool: Pool) {
-  return betterAuth(createAuthOptions(config, pool))
+export function createAuth (config: Readonly<Config>, pool: Pool, log?: FastifyBaseLogger) {
+  return betterAuth(createAuthOptions(config, pool, log))
 }
 
 export type Auth = ReturnType<typeof createAuth>
