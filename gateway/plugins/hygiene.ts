@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import { normalisePath } from '../access/normalise-path.ts'
 import { BadPathError, DuplicateHostError } from '../errors.ts'
@@ -19,6 +19,12 @@ export function rewriteUrl (req: IncomingMessage): string {
     return '/'
   }
   return resolveAuthAlias(req.method ?? 'GET', normalised.path) + normalised.query
+}
+
+/** The path a request was routed on: `rewriteUrl` already normalised it and resolved aliases. */
+export function routedPath (request: Pick<FastifyRequest, 'url'>): string {
+  const query = request.url.indexOf('?')
+  return query === -1 ? request.url : request.url.slice(0, query)
 }
 
 export interface HygienePluginOptions {

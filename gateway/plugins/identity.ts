@@ -4,7 +4,7 @@ import type { UserField } from '../../shared/config.ts'
 import { bearerToken, CLOCK_TOLERANCE_SECONDS, JwtKeys } from '../../shared/jwt.ts'
 import { issuedBeforeRevocation, readTokensValidAfter, revokeTokensNow } from '../../shared/token-revocation.ts'
 import type { TokenClaims, VerifiedToken } from '../../shared/jwt.ts'
-import { AuthCoreUnavailableError, InvalidTokenError } from '../errors.ts'
+import { AuthCoreUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 
 export interface SessionUser {
@@ -224,6 +224,13 @@ export class IdentityResolver {
     await revokeTokensNow(this.#app.pg, userId)
     this.evictUser(userId)
   }
+}
+
+/** The signed-in caller of a route the access policy already restricted to sessions. */
+export function callerOf (request: FastifyRequest): Identity {
+  // The access policy answers 401 before the handler for anyone not signed in; this is the backstop.
+  if (request.identity === null) throw new UnauthorizedError()
+  return request.identity
 }
 
 async function identityPlugin (app: FastifyInstance, options: IdentityPluginOptions): Promise<void> {

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { RateLimitedError } from '../errors.ts'
+import { routedPath } from './hygiene.ts'
 import { RAG_ROUTES } from '../routes/upstreams.ts'
 
 export interface RateLimitPluginOptions {
@@ -19,13 +20,6 @@ export interface RateLimitPluginOptions {
 // Sign-in, sign-up and password reset: the better-auth paths that guess or send mail.
 const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up)(?:\/|$)|^\/auth\/(?:forget-password|request-password-reset|reset-password)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
-
-/** The path a request was routed on: normalised by `rewriteUrl`, so `/auth/./sign-in/email` is sign-in. */
-function routedPath (request: FastifyRequest): string {
-  const url = request.url
-  const query = url.indexOf('?')
-  return query === -1 ? url : url.slice(0, query)
-}
 
 export function isAuthGroup (path: string): boolean {
   return AUTH_GROUP.test(path)

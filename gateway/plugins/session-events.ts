@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { routedPath } from './hygiene.ts'
 
 /** better-auth endpoints (as routed, after aliases) whose success changes who is signed in. */
 export const SIGN_OUT_PATH = '/auth/sign-out'
@@ -20,12 +21,6 @@ function eventOf (method: string, path: string): SessionEvent | null {
   return null
 }
 
-/** The routed path: `rewriteUrl` already normalised it and resolved aliases (`/auth/signout`). */
-function routedPath (request: FastifyRequest): string {
-  const query = request.url.indexOf('?')
-  return query === -1 ? request.url : request.url.slice(0, query)
-}
-
 /** The request as auth-core sees it: better-auth authenticates these calls by the cookie alone. */
 function cookieOnly (request: FastifyRequest): FastifyRequest {
   const view = Object.create(request) as FastifyRequest
@@ -40,21 +35,24 @@ function cookieOnly (request: FastifyRequest): FastifyRequest {
  * sees the change. Also logs sign-in, sign-up and sign-out events (never credentials).
  */
 async function sessionEvents (app: FastifyInstance): Promise<void> {
-  const callers = new WeakMap<FastifyRequest, string>()
+  // Classified once, in onRequest; onSend only looks the request up.
+  const pending = new WeakMap<FastifyRequest, { event: SessionEvent, userId?: string }>()
 
   app.addHook('onRequest', async (request) => {
     const event = eventOf(request.method, routedPath(request))
+    if (event === null) return
+    pending.set(request, { event })
     if (event !== 'revoke_sessions' && event !== 'revoke_session') return
     // Resolved before proxying: afterwards the session no longer exists to say whose it was.
     const { identity } = await app.identities.resolve(cookieOnly(request))
-    if (identity !== null) callers.set(request, identity.userId)
+    if (identity !== null) pending.set(request, { event, userId: identity.userId })
   })
 
   app.addHook('onSend', async (request, reply) => {
-    const event = eventOf(request.method, routedPath(request))
-    if (event === null) return
+    const entry = pending.get(request)
+    if (entry === undefined) return
+    const { event, userId } = entry
     const ok = reply.statusCode === 200
-    const userId = callers.get(request)
     if (ok) {
       if (event === 'sign_out') app.identities.evict(request.headers.cookie)
       if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)

@@ -1,7 +1,8 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { DEFAULT_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
-import { UnauthorizedError, upstreamError } from '../errors.ts'
+import { upstreamError } from '../errors.ts'
+import { callerOf } from '../plugins/identity.ts'
 import type { Identity, SessionUser } from '../plugins/identity.ts'
 import { AUTH_CORE_PREFIX, forwardedHeaders } from './auth-proxy.ts'
 
@@ -25,12 +26,6 @@ export interface ValidateSessionResponse {
   user: SessionUser | null
   /** The better-auth session for a cookie; `null` for a bearer token, which has no server session. */
   session?: Record<string, unknown> | null
-}
-
-function callerOf (request: FastifyRequest): Identity {
-  // The access policy answers 401 before the handler for anyone not signed in.
-  if (request.identity === null) throw new UnauthorizedError()
-  return request.identity
 }
 
 /** Seconds a new token may live: 7 days, but never beyond the bearer token it was minted with. */

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } fr
 import { isSameSiteWrite, writeOrigins } from '../../access/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
-import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
+import { callerOf } from '../../plugins/identity.ts'
+import type { ClaimProvider } from '../../plugins/identity.ts'
 import { TtlCache } from '../../ttl-cache.ts'
 import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
 import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
@@ -98,12 +99,6 @@ export class ConsentedClaims {
 /** The claim provider alone, reading fresh each time (tests and single calls). */
 export function profileClaimProvider (repository: ProfileRepository): ClaimProvider {
   return async (identity) => repository.consentedClaims(identity.userId)
-}
-
-function callerOf (request: FastifyRequest): Identity {
-  // The access policy answers 401 before these handlers for anyone not signed in.
-  if (request.identity === null) throw new UnauthorizedError()
-  return request.identity
 }
 
 function validateOptions (options: ProfileRoutesOptions): Set<string> {
