@@ -1,4 +1,4 @@
-import { Pool } from 'undici'
+import { Pool, util } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { IDENTITY_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
@@ -64,6 +64,44 @@ class IdentityTokens {
   }
 }
 
+interface UpstreamAnswer {
+  statusCode: number
+  headers: Record<string, string | string[] | undefined>
+  body: Buffer
+}
+
+/**
+ * One buffered upstream call through undici's dispatcher: the answer's chunks are collected as they
+ * arrive, without the stream and body mixin of `pool.request()` (the largest cost of a small proxied call).
+ */
+function call (pool: Pool, options: Dispatcher.DispatchOptions): Promise<UpstreamAnswer> {
+  return new Promise((resolve, reject) => {
+    let statusCode = 0
+    let headers: UpstreamAnswer['headers'] = {}
+    const chunks: Buffer[] = []
+    // undici's pools take the callback handler; `onHeaders` repeats for informational (1xx) answers.
+    pool.dispatch(options, {
+      onConnect () {},
+      onHeaders (status, rawHeaders) {
+        if (status < 200) return true
+        statusCode = status
+        headers = util.parseHeaders(rawHeaders)
+        return true
+      },
+      onData (chunk) {
+        chunks.push(chunk)
+        return true
+      },
+      onComplete () {
+        resolve({ statusCode, headers, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) })
+      },
+      onError (err) {
+        reject(err)
+      }
+    })
+  })
+}
+
 async function forward (tokens: IdentityTokens, pool: Pool, name: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const identity = request.identity
   const token = identity === null ? null : await tokens.for(identity)
@@ -73,21 +111,19 @@ async function forward (tokens: IdentityTokens, pool: Pool, name: string, reques
     protocol: request.protocol,
     identity: identity === null || token === null ? null : { token, userId: identity.userId }
   })
-  let response: Dispatcher.ResponseData
-  let body: Buffer
+  let answer: UpstreamAnswer
   try {
     // `request.url` is the normalised target the access policy decided on: nothing else is sent.
-    response = await pool.request({
+    answer = await call(pool, {
       method: request.method as Dispatcher.HttpMethod,
       path: request.url,
       headers,
       body: Buffer.isBuffer(request.body) ? request.body : undefined
     })
-    body = Buffer.from(await response.body.arrayBuffer())
   } catch (err) {
     throw upstreamError(err, name)
   }
-  return reply.code(response.statusCode).headers(clientResponseHeaders(response.headers)).send(body)
+  return reply.code(answer.statusCode).headers(clientResponseHeaders(answer.headers)).send(answer.body)
 }
 
 /** Buffers bodies (they are small) so the upstream gets exactly what was checked, with a length. */
