@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
 import { coverageProblems, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
 import type { Decision, RouteSummary } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
+import type { Resolution } from './identity.ts'
 import { ForbiddenError, UnauthorizedError } from '../errors.ts'
 
 declare module 'fastify' {
@@ -47,22 +48,36 @@ async function accessPlugin (app: FastifyInstance, options: AccessPluginOptions)
     return decision
   }
 
-  app.addHook('onRequest', async (request: FastifyRequest) => {
+  /** What the policy says once the caller is known; null when the request may go on. */
+  const decide = (request: FastifyRequest, route: string, allowedAnonymously: boolean, resolution: Resolution): Error | null => {
+    request.identity = resolution.identity
+    if (allowedAnonymously) return null
+    if (resolution.error !== null) return resolution.error
+    const decision = isEndpointAccessible(options.rules, { method: request.method, path: route, identity: resolution.identity?.user ?? null })
+    if (decision.allowed) return null
+    return decision.status === 401 ? new UnauthorizedError() : new ForbiddenError()
+  }
+
+  // A callback hook: a caller known without I/O (anonymous, a cached session or token) is decided
+  // without a promise; only a look-up at auth-core or Postgres waits.
+  app.addHook('onRequest', (request, _reply, done) => {
     const route = request.routeOptions.url
     // Unmatched requests go on to the 404 handler.
-    if (route === undefined || request.is404) return
-    const facts = { method: request.method, path: route, identity: null }
+    if (route === undefined || request.is404) return done()
     const anonymous = decideAnonymous(request.method, route)
-    if (anonymous.allowed && request.routeOptions.config.identity !== 'optional') return
-    if (!anonymous.allowed && anonymous.reason === 'no_rule') throw new ForbiddenError()
+    if (anonymous.allowed && request.routeOptions.config.identity !== 'optional') return done()
+    if (!anonymous.allowed && anonymous.reason === 'no_rule') return done(new ForbiddenError())
 
-    const resolution = await app.identities.resolve(request)
-    request.identity = resolution.identity
-    if (anonymous.allowed) return
-    if (resolution.error !== null) throw resolution.error
-    const decision = isEndpointAccessible(options.rules, { ...facts, identity: resolution.identity?.user ?? null })
-    if (decision.allowed) return
-    throw decision.status === 401 ? new UnauthorizedError() : new ForbiddenError()
+    const known = app.identities.resolveNow(request)
+    if (known !== undefined) {
+      const refusal = decide(request, route, anonymous.allowed, known)
+      return refusal === null ? done() : done(refusal)
+    }
+    app.identities.resolve(request).then((resolution) => {
+      const refusal = decide(request, route, anonymous.allowed, resolution)
+      if (refusal === null) done()
+      else done(refusal)
+    }, done)
   })
 }
 

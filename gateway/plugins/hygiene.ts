@@ -56,11 +56,12 @@ export function securityHeaders (publicUrl: string): Readonly<Record<string, str
 /** Security headers on every answer; refusal of unsafe targets and of requests with two `Host`s. */
 async function hygienePlugin (app: FastifyInstance, options: HygienePluginOptions): Promise<void> {
   const headers = securityHeaders(options.publicUrl)
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     reply.headers(headers)
     const reason = (request.raw as MarkedRequest)[kBadPath]
-    if (reason !== undefined) throw new BadPathError(reason)
-    if (countHost(request.raw.rawHeaders) > 1) throw new DuplicateHostError()
+    if (reason !== undefined) done(new BadPathError(reason))
+    else if (countHost(request.raw.rawHeaders) > 1) done(new DuplicateHostError())
+    else done()
   })
 }
 

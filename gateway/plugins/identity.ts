@@ -62,6 +62,12 @@ export interface IdentityPluginOptions {
   maxCacheEntries?: number
 }
 
+interface VerifiedEntry {
+  exp: number
+  iat: number
+  resolution: { identity: Identity, error: null }
+}
+
 const SESSION_COOKIE = /^(?:__Secure-|__Host-)?better-auth\.session_token$/
 const ANONYMOUS: Resolution = { identity: null, error: null }
 
@@ -97,7 +103,7 @@ export class IdentityResolver {
   readonly #options: Required<IdentityPluginOptions>
   readonly #sessions: TtlCache<string, Resolution>
   readonly #revocations: TtlCache<string, number>
-  readonly #verifiedTokens: TtlCache<string, { exp: number, iat: number, resolution: { identity: Identity, error: null } }>
+  readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
   readonly #inflight = new Map<string, Promise<Resolution>>()
 
   constructor (app: FastifyInstance, options: Required<IdentityPluginOptions>) {
@@ -106,6 +112,17 @@ export class IdentityResolver {
     this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
     this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
     this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+  }
+
+  /**
+   * The caller when it is known without I/O: anonymous, a cached session, or a verified token whose
+   * user's revocation time is cached. `undefined` when `resolve` must look it up.
+   */
+  resolveNow (request: FastifyRequest): Resolution | undefined {
+    const token = bearerToken(request.headers.authorization)
+    if (token !== null) return this.#bearerNow(token)
+    const cookies = sessionCookies(request.headers.cookie)
+    return cookies === null ? ANONYMOUS : this.#sessions.get(cookies)
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
@@ -176,14 +193,24 @@ export class IdentityResolver {
     return resolution
   }
 
+  /** A token string that verified once verifies again: only its expiry and revocation can change, and both are checked on every request. */
+  #verifiedToken (token: string): VerifiedEntry | undefined {
+    const verified = this.#verifiedTokens.get(token)
+    if (verified === undefined || verified.exp + CLOCK_TOLERANCE_SECONDS >= Date.now() / 1000) return verified
+    this.#verifiedTokens.delete(token)
+    return undefined
+  }
+
+  #bearerNow (token: string): Resolution | undefined {
+    const verified = this.#verifiedToken(token)
+    if (verified === undefined) return undefined
+    const validAfter = this.#revocations.get(verified.resolution.identity.userId)
+    if (validAfter === undefined) return undefined
+    return issuedBeforeRevocation(verified.iat, validAfter) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
+  }
+
   async #resolveBearer (token: string): Promise<Resolution> {
-    // A token string that verified once verifies again: only its expiry and revocation can change,
-    // and both are checked on every request.
-    let verified = this.#verifiedTokens.get(token)
-    if (verified !== undefined && verified.exp + CLOCK_TOLERANCE_SECONDS < Date.now() / 1000) {
-      this.#verifiedTokens.delete(token)
-      verified = undefined
-    }
+    let verified = this.#verifiedToken(token)
     if (verified === undefined) {
       let payload: VerifiedToken
       try {

@@ -1,7 +1,7 @@
-import rateLimit from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
+import { createRequire } from 'node:module'
 import { Redis } from 'ioredis'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './hygiene.ts'
 import { RAG_ROUTES } from '../routes/upstreams.ts'
@@ -20,20 +20,59 @@ export interface RateLimitPluginOptions {
 // Sign-in, sign-up and password reset: the better-auth paths that guess or send mail.
 const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up)(?:\/|$)|^\/auth\/(?:forget-password|request-password-reset|reset-password)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
+const NAMESPACE = 'auth-gateway-rl:'
+// Distinct keys (addresses and users) the in-process store remembers, least recently seen dropped first.
+const LOCAL_KEYS = 5000
 
 export function isAuthGroup (path: string): boolean {
   return AUTH_GROUP.test(path)
 }
 
-type Limiter = (request: FastifyRequest) => Promise<{ isAllowed: true } | { isAllowed: false, isExceeded: boolean, ttlInSeconds: number }>
+/** The counter stores of `@fastify/rate-limit` (fixed windows): in-process LRU, or a Lua script on Redis. */
+interface CounterStore {
+  incr (key: string, callback: (err: Error | null, result: { current: number, ttl: number } | null) => void, timeWindow: number, max: number): void
+}
+type StoreConstructor<A extends unknown[]> = new (continueExceeding: boolean, exponentialBackoff: boolean, ...rest: A) => CounterStore
+const require = createRequire(import.meta.url)
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreConstructor<[cache: number]>
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreConstructor<[redis: Redis, key: string]>
 
-async function check (limiter: Limiter, request: FastifyRequest, group: string): Promise<void> {
-  const result = await limiter(request)
-  // `isAllowed` means "on the allow list" (none here); the count decides.
-  if (result.isAllowed || !result.isExceeded) return
-  request.log.warn({ event: 'rate_limited', group }, 'rate limit reached')
-  const retryAfter = Math.max(1, result.ttlInSeconds)
-  throw Object.assign(new RateLimitedError(String(retryAfter)), { headers: { 'retry-after': String(retryAfter) } })
+/**
+ * One budget: `max` requests per `window` ms per key. Counted through the store's callback, so with
+ * in-process counters a request is checked without a promise or a turn of the event loop.
+ */
+class Budget {
+  readonly #store: CounterStore
+  readonly #group: string
+  readonly #max: number
+  readonly #window: number
+
+  constructor (store: CounterStore, group: string, max: number, window: number) {
+    this.#store = store
+    this.#group = group
+    this.#max = max
+    this.#window = window
+  }
+
+  /** Counts the request against `key`; `done` gets a 429 error once the budget is spent. */
+  take (request: FastifyRequest, key: string, done: HookHandlerDoneFunction): void {
+    this.#store.incr(key, (err, result) => {
+      // With Redis unreachable the request goes through: an outage of the counter store must not
+      // take the docs site down with it (the connection's own error events are logged as warnings).
+      if (err !== null || result === null) {
+        request.log.debug({ err, group: this.#group }, 'rate-limit counter store unavailable')
+        done()
+        return
+      }
+      if (result.current <= this.#max) {
+        done()
+        return
+      }
+      request.log.warn({ event: 'rate_limited', group: this.#group }, 'rate limit reached')
+      const retryAfter = String(Math.max(1, Math.ceil(result.ttl / 1000)))
+      done(Object.assign(new RateLimitedError(retryAfter), { headers: { 'retry-after': retryAfter } }))
+    }, this.#window, this.#max)
+  }
 }
 
 /**
@@ -43,29 +82,38 @@ async function check (limiter: Limiter, request: FastifyRequest, group: string):
  * resolved the caller.
  */
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
-  let redis: Redis | undefined
+  let store: CounterStore
   if (options.redisUrl !== undefined) {
-    redis = new Redis(options.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
+    const redis = new Redis(options.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
     redis.on('error', (err) => { app.log.warn({ err }, 'redis unreachable for rate-limit counters') })
     await redis.connect()
-    app.addHook('onClose', async () => { await redis?.quit() })
+    app.addHook('onClose', async () => { await redis.quit() })
+    store = new RedisStore(false, false, redis, NAMESPACE)
+  } else {
+    store = new LocalStore(false, false, LOCAL_KEYS)
   }
-  // With Redis unreachable the limiter lets requests through (and logs): an outage of the counter
-  // store must not take the docs site down with it.
-  await app.register(rateLimit, { global: false, redis, nameSpace: 'auth-gateway-rl:', skipOnError: true })
-  const general = app.createRateLimit({ max: options.max, timeWindow: options.window, keyGenerator: (r) => `all:${r.ip}` })
-  const auth = app.createRateLimit({ max: options.authMax, timeWindow: options.authWindow, keyGenerator: (r) => `auth:${r.ip}` })
-  const ragAnon = app.createRateLimit({ max: options.ragAnon, timeWindow: options.window, keyGenerator: (r) => `rag-ip:${r.ip}` })
-  const ragUser = app.createRateLimit({ max: options.ragUser, timeWindow: options.window, keyGenerator: (r) => `rag-user:${r.identity?.userId ?? r.ip}` })
+  const general = new Budget(store, 'all', options.max, options.window)
+  const auth = new Budget(store, 'auth', options.authMax, options.authWindow)
+  const ragAnon = new Budget(store, 'rag-anonymous', options.ragAnon, options.window)
+  const ragUser = new Budget(store, 'rag-user', options.ragUser, options.window)
 
-  app.addHook('onRequest', async (request) => {
-    await check(general, request, 'all')
-    if (isAuthGroup(routedPath(request))) await check(auth, request, 'auth')
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (!isAuthGroup(routedPath(request))) {
+      general.take(request, `all:${request.ip}`, done)
+      return
+    }
+    general.take(request, `all:${request.ip}`, (err) => {
+      if (err !== undefined && err !== null) done(err)
+      else auth.take(request, `auth:${request.ip}`, done)
+    })
   })
-  app.addHook('preValidation', async (request) => {
-    if (request.method !== 'POST' || !RAG_PATHS.has(routedPath(request))) return
-    if (request.identity === null) await check(ragAnon, request, 'rag-anonymous')
-    else await check(ragUser, request, 'rag-user')
+  app.addHook('preValidation', (request, _reply, done) => {
+    if (request.method !== 'POST' || !RAG_PATHS.has(routedPath(request))) {
+      done()
+      return
+    }
+    if (request.identity === null) ragAnon.take(request, `rag-ip:${request.ip}`, done)
+    else ragUser.take(request, `rag-user:${request.identity.userId}`, done)
   })
 }
 

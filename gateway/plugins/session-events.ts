@@ -38,21 +38,20 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
   // Classified once, in onRequest; onSend only looks the request up.
   const pending = new WeakMap<FastifyRequest, { event: SessionEvent, userId?: string }>()
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     const event = eventOf(request.method, routedPath(request))
-    if (event === null) return
+    if (event === null) return done()
     pending.set(request, { event })
-    if (event !== 'revoke_sessions' && event !== 'revoke_session') return
+    if (event !== 'revoke_sessions' && event !== 'revoke_session') return done()
     // Resolved before proxying: afterwards the session no longer exists to say whose it was.
-    const { identity } = await app.identities.resolve(cookieOnly(request))
-    if (identity !== null) pending.set(request, { event, userId: identity.userId })
+    app.identities.resolve(cookieOnly(request)).then(({ identity }) => {
+      if (identity !== null) pending.set(request, { event, userId: identity.userId })
+      done()
+    }, done)
   })
 
-  app.addHook('onSend', async (request, reply) => {
-    const entry = pending.get(request)
-    if (entry === undefined) return
-    const { event, userId } = entry
-    const ok = reply.statusCode === 200
+  async function settle (request: FastifyRequest, statusCode: number, event: SessionEvent, userId: string | undefined): Promise<void> {
+    const ok = statusCode === 200
     if (ok) {
       if (event === 'sign_out') app.identities.evict(request.headers.cookie)
       if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)
@@ -65,7 +64,13 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
         }
       }
     }
-    request.log.info({ event, ok, status: reply.statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
+    request.log.info({ event, ok, status: statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
+  }
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const entry = pending.get(request)
+    if (entry === undefined) return done(null, payload)
+    settle(request, reply.statusCode, entry.event, entry.userId).then(() => { done(null, payload) }, done)
   })
 }
 
