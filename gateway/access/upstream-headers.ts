@@ -44,9 +44,23 @@ const IDENTITY_HEADERS = new Set([
 ])
 const IDENTITY_PREFIXES = ['x-user-', 'x-auth-', 'x-user', 'x-auth']
 
-export function isIdentityHeader (name: string): boolean {
+function classify (name: string): boolean {
   const canonical = name.toLowerCase().replace(/_/g, '-')
   return IDENTITY_HEADERS.has(canonical) || IDENTITY_PREFIXES.some((prefix) => canonical.startsWith(prefix))
+}
+
+// Header names repeat from request to request: each is classified once. Bounded, so a client
+// sending random names cannot grow it.
+const classified = new Map<string, boolean>()
+const CLASSIFIED_NAMES = 512
+
+export function isIdentityHeader (name: string): boolean {
+  let identity = classified.get(name)
+  if (identity === undefined) {
+    identity = classify(name)
+    if (classified.size < CLASSIFIED_NAMES) classified.set(name, identity)
+  }
+  return identity
 }
 
 const NOTHING_LISTED: ReadonlySet<string> = new Set()
@@ -77,7 +91,8 @@ export interface GatewayFacts {
 export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: GatewayFacts): Record<string, string | string[]> {
   const listed = connectionListed(client.connection)
   const headers: Record<string, string | string[]> = {}
-  for (const [name, value] of Object.entries(client)) {
+  for (const name of Object.keys(client)) {
+    const value = client[name]
     if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || isIdentityHeader(name)) continue
     headers[name] = value
   }
@@ -96,7 +111,8 @@ type ResponseHeaders = Record<string, string | string[] | undefined>
 function responseHeaders (upstream: ResponseHeaders, dropped: ReadonlySet<string>): Record<string, string | string[]> {
   const listed = connectionListed(upstream.connection)
   const headers: Record<string, string | string[]> = {}
-  for (const [name, value] of Object.entries(upstream)) {
+  for (const name of Object.keys(upstream)) {
+    const value = upstream[name]
     if (value === undefined || dropped.has(name) || listed.has(name)) continue
     headers[name] = value
   }

@@ -287,6 +287,7 @@ async function main (): Promise<void> {
         const figures = await run()
         const after = await stats(gateway.process)
         rss = Math.max(rss, after.rss)
+        process.stderr.write(`  ${figures.rps.toFixed(0)} req/s, p99 ${figures.p99} ms, gateway RSS ${Math.round(after.rss / 1024 / 1024)} MB\n`)
         if (name === 'public' && figures.requests > 0) {
           cpuPerRequest.push((after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / figures.requests)
         }
