@@ -61,11 +61,13 @@ async function accessPlugin (app: FastifyInstance, options: AccessPluginOptions)
   // A callback hook: a caller known without I/O (anonymous, a cached session or token) is decided
   // without a promise; only a look-up at auth-core or Postgres waits.
   app.addHook('onRequest', (request, _reply, done) => {
-    const route = request.routeOptions.url
     // Unmatched requests go on to the 404 handler.
-    if (route === undefined || request.is404) return done()
+    if (request.is404) return done()
+    // Fastify builds `routeOptions` on every read: read once.
+    const { url: route, config } = request.routeOptions
+    if (route === undefined) return done()
     const anonymous = decideAnonymous(request.method, route)
-    if (anonymous.allowed && request.routeOptions.config.identity !== 'optional') return done()
+    if (anonymous.allowed && config.identity !== 'optional') return done()
     if (!anonymous.allowed && anonymous.reason === 'no_rule') return done(new ForbiddenError())
 
     const known = app.identities.resolveNow(request)

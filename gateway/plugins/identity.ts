@@ -37,8 +37,12 @@ export type Resolution =
   | { identity: null, error: null }
   | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof InvalidTokenError> }
 
-/** Adds claims to the identity token sent upstream (e.g. consented profile fields). */
-export type ClaimProvider = (identity: Identity) => Promise<TokenClaims>
+/**
+ * Adds claims to the identity token sent upstream (e.g. consented profile fields). Answers
+ * synchronously when it can (a cached value), so a request with nothing to look up never waits;
+ * returns the same object while its claims are unchanged, so the token can be reused by reference.
+ */
+export type ClaimProvider = (identity: Identity) => TokenClaims | Promise<TokenClaims>
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -16,8 +16,9 @@ export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000
 const CONNECT_TIMEOUT_MS = 2_000
 const APP_BODY_LIMIT = 1024 * 1024
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
-// Re-sign an identity token once less than this much of its life is left.
+// An identity token is reused until this much of its life is left, then signed again.
 const TOKEN_REUSE_MARGIN_MS = 60_000
+const TOKEN_REUSE_MS = IDENTITY_TOKEN_TTL_SECONDS * 1000 - TOKEN_REUSE_MARGIN_MS
 
 export interface UpstreamRoutesOptions {
   ragUpstreamUrl: string | undefined
@@ -39,28 +40,53 @@ function createUpstreamPool (url: string, timeoutMs: number): Pool {
   })
 }
 
+interface IssuedToken {
+  /** What each claim provider answered when the token was signed (compared by reference). */
+  extras: readonly TokenClaims[]
+  token: string
+  reuseUntil: number
+}
+
 /**
  * Identity tokens for upstreams, signed with `JWT_SECRET` and reused while the same claims hold:
- * one HMAC per user every few minutes instead of one per request.
+ * one HMAC per user every few minutes instead of one per request. A cached identity whose claim
+ * providers answer with the very objects they answered last time gets its token back at once,
+ * without serialising the claims again.
  */
 class IdentityTokens {
   readonly #app: FastifyInstance
-  readonly #cache = new TtlCache<string, string>(IDENTITY_TOKEN_TTL_SECONDS * 1000 - TOKEN_REUSE_MARGIN_MS)
+  readonly #signed = new TtlCache<string, { token: string, reuseUntil: number }>(TOKEN_REUSE_MS)
+  readonly #issued = new WeakMap<Identity, IssuedToken>()
 
   constructor (app: FastifyInstance) {
     this.#app = app
   }
 
-  async for (identity: Identity): Promise<string> {
-    const claims: TokenClaims = { email: identity.email, name: identity.name, ...identity.claims }
-    for (const provider of this.#app.identityClaimProviders) Object.assign(claims, await provider(identity))
+  for (identity: Identity): string | Promise<string> {
+    const extras = this.#app.identityClaimProviders.map((provider) => provider(identity))
+    if (extras.some((extra) => extra instanceof Promise)) return Promise.all(extras).then((resolved) => this.#token(identity, resolved))
+    return this.#token(identity, extras as TokenClaims[])
+  }
+
+  #token (identity: Identity, extras: readonly TokenClaims[]): string | Promise<string> {
+    const issued = this.#issued.get(identity)
+    if (issued !== undefined && issued.reuseUntil > Date.now() && issued.extras.length === extras.length && issued.extras.every((extra, i) => extra === extras[i])) {
+      return issued.token
+    }
+    const claims: TokenClaims = Object.assign({ email: identity.email, name: identity.name, ...identity.claims }, ...extras)
     const key = `${identity.userId}\n${JSON.stringify(claims)}`
-    const cached = this.#cache.get(key)
-    if (cached !== undefined) return cached
-    const { token } = await this.#app.jwtKeys.sign(identity.userId, claims, IDENTITY_TOKEN_TTL_SECONDS)
-    // Reused until a minute before it expires, so an upstream never receives a nearly dead token.
-    this.#cache.set(key, token)
-    return token
+    const remember = (signed: { token: string, reuseUntil: number }): string => {
+      this.#issued.set(identity, { extras, ...signed })
+      return signed.token
+    }
+    const cached = this.#signed.get(key)
+    if (cached !== undefined) return remember(cached)
+    return this.#app.jwtKeys.sign(identity.userId, claims, IDENTITY_TOKEN_TTL_SECONDS).then(({ token, expiresAt }) => {
+      // Reused until a minute before it expires, so an upstream never receives a nearly dead token.
+      const signed = { token, reuseUntil: expiresAt.getTime() - TOKEN_REUSE_MARGIN_MS }
+      this.#signed.set(key, signed)
+      return remember(signed)
+    })
   }
 }
 
@@ -104,7 +130,8 @@ function call (pool: Pool, options: Dispatcher.DispatchOptions): Promise<Upstrea
 
 async function forward (tokens: IdentityTokens, pool: Pool, name: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const identity = request.identity
-  const token = identity === null ? null : await tokens.for(identity)
+  const issued = identity === null ? null : tokens.for(identity)
+  const token = typeof issued === 'string' || issued === null ? issued : await issued
   const headers = upstreamRequestHeaders(request.headers, {
     clientIp: request.ip,
     host: request.host,

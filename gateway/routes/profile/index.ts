@@ -4,7 +4,7 @@ import { isSameSiteWrite, writeOrigins } from '../../access/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
 import { callerOf } from '../../plugins/identity.ts'
-import type { ClaimProvider } from '../../plugins/identity.ts'
+import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
 import { TtlCache } from '../../ttl-cache.ts'
 import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
 import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
@@ -72,9 +72,9 @@ export class ConsentedClaims {
     this.#cache = new TtlCache(ttlMs)
   }
 
-  readonly provider: ClaimProvider = async (identity) => {
-    const cached = this.#cache.get(identity.userId)
-    if (cached !== undefined) return cached
+  readonly provider: ClaimProvider = (identity) => this.#cache.get(identity.userId) ?? this.#load(identity)
+
+  async #load (identity: Identity): Promise<TokenClaims> {
     const writesBefore = this.#writes.get(identity.userId)
     const claims = await this.#repository.consentedClaims(identity.userId)
     if (this.#writes.get(identity.userId) === writesBefore) this.#cache.set(identity.userId, claims)

@@ -22,6 +22,10 @@ t.test('consent travels with the data: profile claims reach the RAG upstream onl
   const profileClaims = (claims: Record<string, unknown>) => Object.fromEntries(PROFILE_CLAIMS.filter((k) => k in claims).map((k) => [k, claims[k]]))
 
   t.same(profileClaims(await claimsOfNextQuery()), {}, 'no profile, no claims')
+  const tokenOfLastQuery = (): string => String(rag.requests.at(-1)?.headers.authorization)
+  const first = tokenOfLastQuery()
+  await claimsOfNextQuery()
+  t.equal(tokenOfLastQuery(), first, 'while the claims hold, the same identity token is reused')
 
   const saved = await postJson(browser, `${stack.url}/api/v1/profile`, { softwareBackground: 'Python, ROS 2', hardwareBackground: 'Jetson Orin', interestArea: 'humanoids', consentGiven: true })
   t.equal(saved.status, 200)
@@ -35,6 +39,7 @@ t.test('consent travels with the data: profile claims reach the RAG upstream onl
   const updated = await postJson(browser, `${stack.url}/api/v1/profile`, { interestArea: 'locomotion', consentGiven: true })
   t.equal(updated.status, 200)
   t.equal((await claimsOfNextQuery()).interestArea, 'locomotion', 'an update is seen by the very next call')
+  t.not(tokenOfLastQuery(), first, 'changed claims get a token of their own')
 
   const withdrawn = await postJson(browser, `${stack.url}/api/v1/profile`, { consentGiven: false })
   t.equal(withdrawn.status, 200)
