@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { createRequire } from 'node:module'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './hygiene.ts'
@@ -84,6 +84,8 @@ class Budget {
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
   let store: CounterStore
   if (options.redisUrl !== undefined) {
+    // Loaded only when configured: a single replica never pays for the client.
+    const { Redis } = await import('ioredis')
     const redis = new Redis(options.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
     redis.on('error', (err) => { app.log.warn({ err }, 'redis unreachable for rate-limit counters') })
     await redis.connect()
