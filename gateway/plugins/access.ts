@@ -70,16 +70,14 @@ async function accessPlugin (app: FastifyInstance, options: AccessPluginOptions)
     if (anonymous.allowed && config.identity !== 'optional') return done()
     if (!anonymous.allowed && anonymous.reason === 'no_rule') return done(new ForbiddenError())
 
-    const known = app.identities.resolveNow(request)
-    if (known !== undefined) {
-      const refusal = decide(request, route, anonymous.allowed, known)
-      return refusal === null ? done() : done(refusal)
-    }
-    app.identities.resolve(request).then((resolution) => {
+    const finish = (resolution: Resolution): void => {
       const refusal = decide(request, route, anonymous.allowed, resolution)
       if (refusal === null) done()
       else done(refusal)
-    }, done)
+    }
+    const known = app.identities.resolveNow(request)
+    if (known !== undefined) finish(known)
+    else app.identities.resolve(request).then(finish, done)
   })
 }
 

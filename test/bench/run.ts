@@ -39,13 +39,18 @@ interface Child {
   process: ChildProcess
 }
 
-/** A bench process; `nice` runs it below the others' CPU priority (see hashing.ts). */
-async function startChild (script: string, argv: string[], env: Record<string, string>, execArgv: string[] = [], nice?: number): Promise<Child> {
-  const args = [...execArgv, '--import=tsx', join(HERE, script), ...argv]
-  const child = spawn(nice === undefined ? process.execPath : 'nice', nice === undefined ? args : ['-n', String(nice), process.execPath, ...args], {
+/** Node running one of the bench's scripts; `nice` runs it below the others' CPU priority (see hashing.ts). */
+function nodeScript (script: string, argv: string[], env: Record<string, string>, options: { execArgv?: string[], nice?: number, ipc?: boolean } = {}): ChildProcess {
+  const args = [...(options.execArgv ?? []), '--import=tsx', join(HERE, script), ...argv]
+  return spawn(options.nice === undefined ? process.execPath : 'nice', options.nice === undefined ? args : ['-n', String(options.nice), process.execPath, ...args], {
     env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc']
+    stdio: options.ipc === true ? ['ignore', 'pipe', 'inherit', 'ipc'] : ['ignore', 'pipe', 'inherit']
   })
+}
+
+/** A bench service: answers `stats` messages and prints its URL once listening. */
+async function startChild (script: string, argv: string[], env: Record<string, string>, execArgv: string[] = [], nice?: number): Promise<Child> {
+  const child = nodeScript(script, argv, env, { execArgv, nice, ipc: true })
   const url = await new Promise<string>((resolve, reject) => {
     let buffered = ''
     child.stdout?.on('data', (chunk: Buffer) => {
@@ -155,12 +160,9 @@ async function load (spec: Load, duration = DURATION): Promise<Figures & { reque
 
 /** The raw password-verify rate at the same concurrency, in auth-core's environment: what sign-in cannot beat. */
 async function verifyBound (duration = DURATION): Promise<Figures & { requests: number }> {
-  const child = spawn('nice', ['-n', String(HASHING_NICE), process.execPath, '--import=tsx', join(HERE, 'verify.ts'), PASSWORD, String(duration), String(CONNECTIONS)], {
-    env: { PATH: process.env.PATH ?? '', ...HASHING_ENV },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
+  const child = nodeScript('verify.ts', [PASSWORD, String(duration), String(CONNECTIONS)], HASHING_ENV, { nice: HASHING_NICE })
   let output = ''
-  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
   if (code !== 0) throw new Error(`verify.ts exited with ${code}`)
   return JSON.parse(output) as Figures & { requests: number }
@@ -220,10 +222,10 @@ async function main (): Promise<void> {
       RAG_RATE_LIMIT_ANON: '1000000000',
       RAG_RATE_LIMIT_USER: '1000000000'
     }
-    const profile = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${process.cwd()}`] : []
-    const authCore = await startChild('service.ts', ['auth-core'], { ...common, ...HASHING_ENV, AUTH_CORE_PORT: '0' }, profile, HASHING_NICE)
+    const profiling = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${process.cwd()}`] : []
+    const authCore = await startChild('service.ts', ['auth-core'], { ...common, ...HASHING_ENV, AUTH_CORE_PORT: '0' }, profiling, HASHING_NICE)
     children.push(authCore.process)
-    const gateway = await startChild('service.ts', ['gateway'], { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url }, profile)
+    const gateway = await startChild('service.ts', ['gateway'], { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url }, profiling)
     children.push(gateway.process)
     const nodeProxy = await startChild('reference-proxy.ts', ['node', upstream.url], {})
     children.push(nodeProxy.process)
