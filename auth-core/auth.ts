@@ -3,6 +3,7 @@ import type { BetterAuthOptions } from 'better-auth'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
+import { tokenRevocation } from './plugins/token-revocation/index.ts'
 
 export const SESSION_EXPIRES_IN_SECONDS = 60 * 60 * 24 * 7
 export const SESSION_UPDATE_AGE_SECONDS = 60 * 60 * 24
@@ -62,7 +63,9 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool, log?: F
       enabled: true,
       minPasswordLength: MIN_PASSWORD_LENGTH,
       maxPasswordLength: MAX_PASSWORD_LENGTH,
-      autoSignIn: true
+      autoSignIn: true,
+      // Whoever reset the password may be the only one who should still be signed in.
+      revokeSessionsOnPasswordReset: true
     },
     session: {
       expiresIn: SESSION_EXPIRES_IN_SECONDS,
@@ -80,6 +83,7 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool, log?: F
     // The gateway owns rate limiting (per normalised route group, shared across replicas).
     rateLimit: { enabled: false },
     telemetry: { enabled: false },
+    plugins: [tokenRevocation({ pool })],
     logger: toPino(log)
   } satisfies BetterAuthOptions
 }

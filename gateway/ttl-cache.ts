@@ -33,6 +33,15 @@ export class TtlCache<K, V> {
     this.#entries.delete(key)
   }
 
+  /** Deletes every expired entry: entries nobody reads again would otherwise stay until pushed out. */
+  sweep (now: number = Date.now()): void {
+    for (const [key, entry] of this.#entries) if (entry.expires <= now) this.#entries.delete(key)
+  }
+
+  get size (): number {
+    return this.#entries.size
+  }
+
   /** Deletes every entry whose value matches. */
   deleteWhere (match: (value: V, key: K) => boolean): void {
     for (const [key, entry] of this.#entries) if (match(entry.value, key)) this.#entries.delete(key)

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { join, resolve } from 'node:path'
 
 /** The type of a custom better-auth user field declared in `AUTH_USER_FIELDS`. */
@@ -54,13 +55,20 @@ export interface Config {
   ragRateLimitUser: number
   /** @default '1' */
   consentVersion: string
-  /** @default false */
-  trustProxy: boolean
+  /**
+   * Whose `X-Forwarded-For` entries are believed: nobody (the socket is the client), the last `n`
+   * hops, or these proxy addresses/CIDRs. The client is the rightmost entry not trusted. @default false
+   */
+  trustProxy: TrustProxy
   redisUrl: string | undefined
   /** Milliseconds. @default 5 seconds */
   sessionCacheTtl: number
   /** @default 'info' */
   logLevel: LogLevel
+  /** How `GET /auth/jwt` client tokens are signed: HS256 with `JWT_SECRET`, or EdDSA (JWKS). @default 'HS256' */
+  jwtAlg: JwtAlg
+  /** How each upstream's identity tokens are signed and whom they name. */
+  upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
   /**
    * `SameSite` of the session cookie. `none` (with `Secure` and `Partitioned`) only for a docs site on
    * another site than the gateway; it needs an https `PUBLIC_URL`. @default 'lax'
@@ -69,6 +77,18 @@ export interface Config {
 }
 
 export type Env = Record<string, string | undefined>
+
+export type JwtAlg = 'HS256' | 'EdDSA'
+/** The upstreams the gateway forwards to; also the `aud` of their identity tokens. */
+export type UpstreamName = 'rag' | 'app'
+export const UPSTREAM_NAMES: readonly UpstreamName[] = ['rag', 'app']
+
+export interface UpstreamTokenConfig {
+  /** The upstream's own HS256 key (`<NAME>_UPSTREAM_JWT_SECRET`); unset: EdDSA with `aud`, keys at `/auth/jwks`. */
+  jwtSecret: string | undefined
+  /** `pseudonymous`: `sub` and `X-User-Id` are a keyed hash of user and audience, no email or name. @default 'user' */
+  subject: 'user' | 'pseudonymous'
+}
 
 export const DEFAULT_DATA_DIR = './.data'
 export const DEFAULT_PUBLIC_URL = 'http://localhost:8000'
@@ -106,12 +126,40 @@ function integer (env: Env, name: string, fallback: number, min: number, max: nu
   return Number(raw)
 }
 
-function boolean (env: Env, name: string, fallback: boolean): boolean {
+/** `TRUST_PROXY`: `false`, a hop count, or the addresses/CIDRs of the proxies in front of the gateway. */
+export type TrustProxy = false | number | readonly string[]
+
+export const MAX_PROXY_HOPS = 255
+
+function proxyAddress (name: string, entry: string): string {
+  const slash = entry.indexOf('/')
+  const family = isIP(slash === -1 ? entry : entry.slice(0, slash))
+  if (family === 0) throw new ConfigError(name, 'must list IP addresses or CIDRs such as 10.0.0.0/8 or ::1', entry)
+  if (slash === -1) return entry
+  const prefix = entry.slice(slash + 1)
+  const bits = family === 4 ? 32 : 128
+  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > bits) throw new ConfigError(name, `has a CIDR prefix outside /1 to /${bits}`, entry)
+  if (Number(prefix) === 0) throw new ConfigError(name, "cannot trust a /0 range: it would trust any client's X-Forwarded-For", entry)
+  return entry
+}
+
+/**
+ * `true` is refused rather than mapped: trusting every hop makes the leftmost `X-Forwarded-For`
+ * entry, which the client itself writes, the client address.
+ */
+function trustProxy (env: Env, name: string): TrustProxy {
   const raw = present(env, name)
-  if (raw === undefined) return fallback
-  if (/^(true|1|yes)$/i.test(raw)) return true
-  if (/^(false|0|no)$/i.test(raw)) return false
-  throw new ConfigError(name, 'must be true or false', raw)
+  if (raw === undefined || raw.toLowerCase() === 'false') return false
+  if (/^(true|yes|on)$/i.test(raw)) {
+    throw new ConfigError(name, "must be false, a hop count such as 1, or the proxy addresses/CIDRs; true would trust any client's X-Forwarded-For", raw)
+  }
+  if (/^\d+$/.test(raw)) {
+    if (Number(raw) < 1 || Number(raw) > MAX_PROXY_HOPS) throw new ConfigError(name, `must be false or a hop count between 1 and ${MAX_PROXY_HOPS}`, raw)
+    return Number(raw)
+  }
+  const entries = raw.split(',').map((part) => part.trim()).filter((part) => part !== '')
+  if (entries.length === 0) throw new ConfigError(name, 'must be false, a hop count such as 1, or the proxy addresses/CIDRs', raw)
+  return Object.freeze(entries.map((entry) => proxyAddress(name, entry)))
 }
 
 function httpUrl (env: Env, name: string, fallback?: string): string | undefined {
@@ -261,6 +309,30 @@ function secret (env: Env, name: string, production: boolean, generated: () => s
 }
 
 /**
+ * Each upstream's identity-token settings. An upstream's own secret must be its alone: never
+ * `JWT_SECRET` (the gateway would accept what the upstream mints), never another upstream's.
+ */
+function upstreamTokens (env: Env, config: Pick<Config, 'jwtSecret' | 'betterAuthSecret'>): Record<UpstreamName, UpstreamTokenConfig> {
+  const result = {} as Record<UpstreamName, UpstreamTokenConfig>
+  const taken = new Map<string, string>([[config.jwtSecret, 'JWT_SECRET'], [config.betterAuthSecret, 'BETTER_AUTH_SECRET']])
+  for (const name of UPSTREAM_NAMES) {
+    const prefix = `${name.toUpperCase()}_UPSTREAM`
+    const secretName = `${prefix}_JWT_SECRET`
+    const jwtSecret = present(env, secretName)
+    if (jwtSecret !== undefined) {
+      if (jwtSecret.length < MIN_SECRET_LENGTH) throw new ConfigError(secretName, `must be at least ${MIN_SECRET_LENGTH} characters long`, `${jwtSecret.length} characters`)
+      const other = taken.get(jwtSecret)
+      if (other !== undefined) throw new ConfigError(secretName, `must differ from ${other}: a key shared with it lets one holder mint tokens the other accepts`)
+      taken.set(jwtSecret, secretName)
+    }
+    const subject = (present(env, `${prefix}_SUBJECT`) ?? 'user').toLowerCase()
+    if (subject !== 'user' && subject !== 'pseudonymous') throw new ConfigError(`${prefix}_SUBJECT`, 'must be user or pseudonymous', subject)
+    result[name] = { jwtSecret, subject }
+  }
+  return result
+}
+
+/**
  * Reads, validates and freezes the configuration. The only reader of the environment in the project.
  * Throws a `ConfigError` naming the first bad variable.
  */
@@ -304,12 +376,21 @@ export function loadConfig (env: Env = process.env): Readonly<Config> {
     ragRateLimitAnon: integer(env, 'RAG_RATE_LIMIT_ANON', 30, 1, 1_000_000_000),
     ragRateLimitUser: integer(env, 'RAG_RATE_LIMIT_USER', 120, 1, 1_000_000_000),
     consentVersion,
-    trustProxy: boolean(env, 'TRUST_PROXY', false),
+    trustProxy: trustProxy(env, 'TRUST_PROXY'),
     redisUrl: present(env, 'REDIS_URL'),
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
     logLevel: logLevel as LogLevel,
+    jwtAlg: 'HS256',
+    upstreamTokens: {
+      rag: { jwtSecret: undefined, subject: 'user' },
+      app: { jwtSecret: undefined, subject: 'user' }
+    },
     cookieSameSite: 'lax'
   }
+  const jwtAlg = present(env, 'JWT_ALG') ?? 'HS256'
+  if (jwtAlg !== 'HS256' && jwtAlg !== 'EdDSA') throw new ConfigError('JWT_ALG', 'must be HS256 or EdDSA', jwtAlg)
+  config.jwtAlg = jwtAlg
+  config.upstreamTokens = Object.freeze(upstreamTokens(env, config))
   const sameSite = (present(env, 'COOKIE_SAME_SITE') ?? 'lax').toLowerCase()
   if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') throw new ConfigError('COOKIE_SAME_SITE', 'must be lax, strict or none', sameSite)
   if (sameSite === 'none' && !config.publicUrl.startsWith('https:')) {

@@ -47,6 +47,21 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
         tokens_valid_after timestamptz NOT NULL
       );
     `
+  },
+  {
+    version: 3,
+    name: 'signing keys of identity and client tokens',
+    sql: `
+      CREATE TABLE signing_key (
+        kid text PRIMARY KEY,
+        purpose text NOT NULL CHECK (purpose IN ('identity', 'client')),
+        public_jwk jsonb NOT NULL,
+        sealed_private_jwk text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        retires_at timestamptz
+      );
+      CREATE INDEX signing_key_purpose_idx ON signing_key (purpose, created_at DESC);
+    `
   }
 ]
 

@@ -1,14 +1,27 @@
 import type { Pool } from './db.ts'
 
+/** The response header by which auth-core tells the gateway whose tokens it just revoked (never sent on to clients). */
+export const REVOKED_USER_HEADER = 'x-auth-gateway-revoked-user'
+
 /*
  * "Sign out everywhere" for stateless tokens: one timestamp per user (table `token_revocation`);
  * bearer tokens issued before it are refused by the gateway and by auth-core alike.
  */
 
-/** Bearer tokens of the user issued before this time (ms since the epoch) are refused; 0 when never revoked. */
+/** What `readTokensValidAfter` answers for a user who no longer exists: every token is refused. */
+export const USER_GONE = Number.POSITIVE_INFINITY
+
+/**
+ * Bearer tokens of the user issued before this time (ms since the epoch) are refused; 0 when never
+ * revoked, `USER_GONE` when the account was deleted (its revocation row went with it).
+ */
 export async function readTokensValidAfter (db: Pool, userId: string): Promise<number> {
-  const { rows } = await db.query<{ at: Date }>('SELECT tokens_valid_after AS at FROM token_revocation WHERE user_id = $1', [userId])
-  return rows.length === 0 ? 0 : rows[0].at.getTime()
+  const { rows } = await db.query<{ at: Date | null }>(
+    'SELECT r.tokens_valid_after AS at FROM "user" u LEFT JOIN token_revocation r ON r.user_id = u.id WHERE u.id = $1',
+    [userId]
+  )
+  if (rows.length === 0) return USER_GONE
+  return rows[0].at === null ? 0 : rows[0].at.getTime()
 }
 
 /**

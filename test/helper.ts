@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
+import { createLocalJWKSet, jwtVerify } from 'jose'
+import type { JSONWebKeySet, JWTVerifyResult } from 'jose'
 import { loadConfig } from '../shared/config.ts'
 import type { Config, Env } from '../shared/config.ts'
 import { startEmbeddedPostgres } from '../shared/db.ts'
@@ -117,4 +119,13 @@ export function uniqueEmail (prefix = 'reader'): string {
 /** JSON POST helper over fetch. */
 export async function postJson (f: typeof fetch, url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
   return f(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+}
+
+/**
+ * Verifies an identity token as an upstream would: EdDSA against the gateway's `GET /auth/jwks`,
+ * with the issuer and the upstream's audience pinned.
+ */
+export async function verifyIdentityToken (gatewayUrl: string, token: string, audience: 'rag' | 'app'): Promise<JWTVerifyResult> {
+  const keys = await (await fetch(`${gatewayUrl}/auth/jwks`)).json() as JSONWebKeySet
+  return jwtVerify(token, createLocalJWKSet(keys), { issuer: 'better-auth', audience, algorithms: ['EdDSA'] })
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { Pool } from '../../shared/db.ts'
-import { bearerToken, JwtKeys } from '../../shared/jwt.ts'
+import { bearerToken, ClientTokenVerifier, userOfToken } from '../../shared/jwt.ts'
+import type { KeyRing } from '../../shared/signing-keys.ts'
 import { issuedBeforeRevocation, readTokensValidAfter } from '../../shared/token-revocation.ts'
 
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
@@ -9,6 +10,8 @@ export interface ValidateSessionOptions {
   pool: Pool
   /** `JWT_SECRET`: the key of the tokens `GET /auth/jwt` issues. */
   jwtSecret: string
+  /** The published keys, when client tokens are EdDSA (`JWT_ALG=EdDSA`). */
+  keyRing: KeyRing | null
 }
 
 export interface ValidateSessionResponse {
@@ -25,11 +28,12 @@ function validateOptions (options: ValidateSessionOptions): void {
 /**
  * `GET /api/validate-session` on auth-core, for backends on the internal network: the caller of a
  * better-auth session cookie or of a bearer token from `/auth/jwt`, `{ user: null }` otherwise.
- * Bearer tokens issued before the user's last "revoke all" are refused, as the gateway does.
+ * Bearer tokens are decided as the gateway decides them: only client tokens, refused once issued
+ * before the user's last revocation or once the user is deleted.
  */
 export default async function validateSessionRoutes (app: FastifyInstance, options: ValidateSessionOptions): Promise<void> {
   validateOptions(options)
-  const keys = new JwtKeys(options.jwtSecret)
+  const verifier = new ClientTokenVerifier(options.jwtSecret, options.keyRing)
 
   app.get(VALIDATE_SESSION_PATH, async (request, reply): Promise<ValidateSessionResponse> => {
     reply.header('cache-control', 'no-store')
@@ -39,15 +43,13 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
       if (token === null) return { user: null }
       let payload
       try {
-        payload = await keys.verify(token)
+        payload = await verifier.verify(token)
       } catch {
         return { user: null }
       }
+      // A deleted user's token vouches for no one; the answer is the gateway's, field for field.
       if (issuedBeforeRevocation(payload.iat, await readTokensValidAfter(options.pool, payload.sub))) return { user: null }
-      // The user as stored now: a deleted user's token vouches for no one.
-      const context = await app.auth.$context
-      const user = await context.internalAdapter.findUserById(payload.sub)
-      return user === null ? { user: null } : { user: { ...user }, session: null }
+      return { user: userOfToken(payload), session: null }
     }
     const headers = new Headers()
     if (request.headers.cookie !== undefined) headers.set('cookie', request.headers.cookie)

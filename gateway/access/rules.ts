@@ -22,6 +22,7 @@ export const DEFAULT_RULES = [
   { methods: ['*'], path: '/auth', access: 'public' },
   { methods: ['*'], path: '/auth/*', access: 'public' },
   { methods: ['GET'], path: '/auth/jwt', access: 'session' },
+  { methods: ['GET'], path: '/auth/jwks', access: 'public' },
   { methods: ['PATCH'], path: '/auth/user/profile', access: 'public' },
   { methods: ['GET'], path: '/api/validate-session', access: 'public' },
   { methods: ['POST'], path: '/api/v1/query', access: 'public' },

@@ -1,9 +1,12 @@
+import { createHash } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { UserField } from '../../shared/config.ts'
-import { bearerToken, CLOCK_TOLERANCE_SECONDS, JwtKeys } from '../../shared/jwt.ts'
-import { issuedBeforeRevocation, readTokensValidAfter, revokeTokensNow } from '../../shared/token-revocation.ts'
-import type { TokenClaims, VerifiedToken } from '../../shared/jwt.ts'
+import type { JwtAlg, UserField } from '../../shared/config.ts'
+import { bearerToken, ClientTokenVerifier, CLOCK_TOLERANCE_SECONDS, EdDsaSigner, JwtKeys } from '../../shared/jwt.ts'
+import { KeyRing } from '../../shared/signing-keys.ts'
+import type { KeyPurpose } from '../../shared/signing-keys.ts'
+import { issuedBeforeRevocation, readTokensValidAfter } from '../../shared/token-revocation.ts'
+import type { TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
 import { AuthCoreUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 
@@ -44,9 +47,17 @@ export type Resolution =
  */
 export type ClaimProvider = (identity: Identity) => TokenClaims | Promise<TokenClaims>
 
+/** Client tokens (`GET /auth/jwt`): how they are signed, and the only bearer tokens accepted. */
+export interface ClientTokens {
+  signer: TokenSigner
+  verifier: ClientTokenVerifier
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
-    jwtKeys: JwtKeys
+    /** The Ed25519 keys of identity tokens (and of client tokens with `JWT_ALG=EdDSA`), published at `/auth/jwks`. */
+    keyRing: KeyRing
+    clientTokens: ClientTokens
     identities: IdentityResolver
     /** Extra claims for upstream identity tokens; plugins push providers at registration. */
     identityClaimProviders: ClaimProvider[]
@@ -59,6 +70,8 @@ declare module 'fastify' {
 
 export interface IdentityPluginOptions {
   jwtSecret: string
+  /** @default 'HS256' */
+  jwtAlg?: JwtAlg
   /** Milliseconds a session look-up is reused. @default 5000 */
   sessionCacheTtl: number
   userFields: readonly UserField[]
@@ -74,6 +87,15 @@ interface VerifiedEntry {
 
 const SESSION_COOKIE = /^(?:__Secure-|__Host-)?better-auth\.session_token$/
 const ANONYMOUS: Resolution = { identity: null, error: null }
+// Cookies auth-core did not recognise (forged, expired) are remembered apart and in few entries, so
+// a flood of distinct forged cookies can neither grow memory nor push real sessions out.
+const ANONYMOUS_CACHE_ENTRIES = 1000
+const SWEEP_INTERVAL_MS = 30_000
+
+/** The cache key of a session cookie: its digest, so a cached entry costs 43 bytes whatever the cookie's size. */
+function cookieKey (cookies: string): string {
+  return createHash('sha256').update(cookies).digest('base64url')
+}
 
 /** The better-auth session cookies of a `Cookie` header, in order: the cache key and what auth-core sees. */
 export function sessionCookies (cookieHeader: string | undefined): string | null {
@@ -106,6 +128,7 @@ export class IdentityResolver {
   readonly #app: FastifyInstance
   readonly #options: Required<IdentityPluginOptions>
   readonly #sessions: TtlCache<string, Resolution>
+  readonly #unknownCookies: TtlCache<string, Resolution>
   readonly #revocations: TtlCache<string, number>
   readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
   readonly #inflight = new Map<string, Promise<Resolution>>()
@@ -114,6 +137,7 @@ export class IdentityResolver {
     this.#app = app
     this.#options = options
     this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#unknownCookies = new TtlCache(options.sessionCacheTtl, ANONYMOUS_CACHE_ENTRIES)
     this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
     this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
   }
@@ -126,7 +150,19 @@ export class IdentityResolver {
     const token = bearerToken(request.headers.authorization)
     if (token !== null) return this.#bearerNow(token)
     const cookies = sessionCookies(request.headers.cookie)
-    return cookies === null ? ANONYMOUS : this.#sessions.get(cookies)
+    return cookies === null ? ANONYMOUS : this.#cachedSession(cookieKey(cookies))
+  }
+
+  #cachedSession (key: string): Resolution | undefined {
+    return this.#sessions.get(key) ?? this.#unknownCookies.get(key)
+  }
+
+  /** Drops expired entries of every cache (a timer calls it; reads drop them too). */
+  sweep (): void {
+    this.#sessions.sweep()
+    this.#unknownCookies.sweep()
+    this.#revocations.sweep()
+    this.#verifiedTokens.sweep()
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
@@ -134,13 +170,14 @@ export class IdentityResolver {
     if (token !== null) return this.#resolveBearer(token)
     const cookies = sessionCookies(request.headers.cookie)
     if (cookies === null) return ANONYMOUS
-    const cached = this.#sessions.get(cookies)
+    const key = cookieKey(cookies)
+    const cached = this.#cachedSession(key)
     if (cached !== undefined) return cached
     // Concurrent requests with one cookie share one look-up.
-    let pending = this.#inflight.get(cookies)
+    let pending = this.#inflight.get(key)
     if (pending === undefined) {
-      pending = this.#lookUpSession(cookies, request).finally(() => { this.#inflight.delete(cookies) })
-      this.#inflight.set(cookies, pending)
+      pending = this.#lookUpSession(cookies, key, request).finally(() => { this.#inflight.delete(key) })
+      this.#inflight.set(key, pending)
     }
     return pending
   }
@@ -148,7 +185,7 @@ export class IdentityResolver {
   /** Forgets a cookie session at once (sign-out through the gateway). */
   evict (cookieHeader: string | undefined): void {
     const cookies = sessionCookies(cookieHeader)
-    if (cookies !== null) this.#sessions.delete(cookies)
+    if (cookies !== null) this.#sessions.delete(cookieKey(cookies))
   }
 
   /** Forgets every cached session of a user and the cached revocation time (revoke all). */
@@ -157,7 +194,7 @@ export class IdentityResolver {
     this.#revocations.delete(userId)
   }
 
-  async #lookUpSession (cookies: string, request: FastifyRequest): Promise<Resolution> {
+  async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {
     let session: { user?: SessionUser, session?: Record<string, unknown> } | null
     try {
       const response = await this.#app.authCore.request({
@@ -193,7 +230,8 @@ export class IdentityResolver {
           },
           error: null
         }
-    this.#sessions.set(cookies, resolution)
+    if (resolution.identity === null) this.#unknownCookies.set(key, resolution)
+    else this.#sessions.set(key, resolution)
     return resolution
   }
 
@@ -218,7 +256,7 @@ export class IdentityResolver {
     if (verified === undefined) {
       let payload: VerifiedToken
       try {
-        payload = await this.#app.jwtKeys.verify(token)
+        payload = await this.#app.clientTokens.verifier.verify(token)
       } catch (err) {
         return { identity: null, error: new InvalidTokenError({ cause: err }) }
       }
@@ -249,12 +287,6 @@ export class IdentityResolver {
     this.#revocations.set(userId, validAfter)
     return validAfter
   }
-
-  /** Refuses every bearer token of the user issued until now (sign out everywhere). */
-  async revokeTokens (userId: string): Promise<void> {
-    await revokeTokensNow(this.#app.pg, userId)
-    this.evictUser(userId)
-  }
 }
 
 /** The signed-in caller of a route the access policy already restricted to sessions. */
@@ -265,8 +297,26 @@ export function callerOf (request: FastifyRequest): Identity {
 }
 
 async function identityPlugin (app: FastifyInstance, options: IdentityPluginOptions): Promise<void> {
-  app.decorate('jwtKeys', new JwtKeys(options.jwtSecret))
-  app.decorate('identities', new IdentityResolver(app, { maxCacheEntries: 10_000, ...options }))
+  const jwtAlg = options.jwtAlg ?? 'HS256'
+  const signs: KeyPurpose[] = jwtAlg === 'EdDSA' ? ['identity', 'client'] : ['identity']
+  const keyRing = new KeyRing(app.pg, options.jwtSecret, {
+    signs,
+    onRefreshError: (err) => { app.log.warn({ err }, 'signing keys could not be refreshed') }
+  })
+  await keyRing.start()
+  app.decorate('keyRing', keyRing)
+  app.decorate('clientTokens', {
+    signer: jwtAlg === 'EdDSA' ? new EdDsaSigner(keyRing, 'client') : new JwtKeys(options.jwtSecret),
+    verifier: new ClientTokenVerifier(options.jwtSecret, jwtAlg === 'EdDSA' ? keyRing : null)
+  })
+  const identities = new IdentityResolver(app, { maxCacheEntries: 10_000, jwtAlg, ...options })
+  app.decorate('identities', identities)
+  const sweeper = setInterval(() => { identities.sweep() }, SWEEP_INTERVAL_MS)
+  sweeper.unref()
+  app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    keyRing.stop()
+  })
   app.decorate('identityClaimProviders', [])
   app.decorateRequest('identity', null)
 }

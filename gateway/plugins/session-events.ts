@@ -29,10 +29,10 @@ function cookieOnly (request: FastifyRequest): FastifyRequest {
 }
 
 /**
- * Keeps the gateway's caches and bearer tokens in step with better-auth: a sign-out evicts the cached
- * session, revoking sessions evicts the user's, and "revoke all" also refuses every bearer token
- * issued so far. Runs in `onSend`, before the answer leaves, so the caller's next request already
- * sees the change. Also logs sign-in, sign-up and sign-out events (never credentials).
+ * Keeps the gateway's session cache in step with better-auth: a sign-out evicts the cached session,
+ * revoking one session evicts the user's. (Revocations of every token of a user are announced by
+ * auth-core itself: see the auth proxy.) Runs in `onSend`, before the answer leaves, so the caller's
+ * next request already sees the change. Also logs sign-in, sign-up and sign-out events (never credentials).
  */
 async function sessionEvents (app: FastifyInstance): Promise<void> {
   // Classified once, in onRequest; onSend only looks the request up.
@@ -42,7 +42,7 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
     const event = eventOf(request.method, routedPath(request))
     if (event === null) return done()
     pending.set(request, { event })
-    if (event !== 'revoke_sessions' && event !== 'revoke_session') return done()
+    if (event !== 'revoke_session') return done()
     // Resolved before proxying: afterwards the session no longer exists to say whose it was.
     app.identities.resolve(cookieOnly(request)).then(({ identity }) => {
       if (identity !== null) pending.set(request, { event, userId: identity.userId })
@@ -50,27 +50,17 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
     }, done)
   })
 
-  async function settle (request: FastifyRequest, statusCode: number, event: SessionEvent, userId: string | undefined): Promise<void> {
-    const ok = statusCode === 200
-    if (ok) {
-      if (event === 'sign_out') app.identities.evict(request.headers.cookie)
-      if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)
-      if (event === 'revoke_sessions' && userId !== undefined) {
-        try {
-          await app.identities.revokeTokens(userId)
-        } catch (err) {
-          // The sessions are gone at auth-core; the bearer tokens stay valid until they expire.
-          request.log.error({ err, event, userId }, 'bearer tokens could not be revoked')
-        }
-      }
-    }
-    request.log.info({ event, ok, status: statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
-  }
-
   app.addHook('onSend', (request, reply, payload, done) => {
     const entry = pending.get(request)
     if (entry === undefined) return done(null, payload)
-    settle(request, reply.statusCode, entry.event, entry.userId).then(() => { done(null, payload) }, done)
+    const { event, userId } = entry
+    const ok = reply.statusCode === 200
+    if (ok) {
+      if (event === 'sign_out') app.identities.evict(request.headers.cookie)
+      if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)
+    }
+    request.log.info({ event, ok, status: reply.statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
+    done(null, payload)
   })
 }
 

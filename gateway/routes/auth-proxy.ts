@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { authResponseHeaders } from '../access/upstream-headers.ts'
 import { upstreamError } from '../errors.ts'
+import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 
 export const AUTH_PREFIX = '/auth'
 export const AUTH_CORE_PREFIX = '/api/auth'
@@ -55,7 +56,15 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
     },
     replyOptions: {
       rewriteRequestHeaders: forwardedHeaders,
-      rewriteHeaders: (headers) => ({ ...authResponseHeaders(headers), 'cache-control': 'no-store' }),
+      rewriteHeaders: (headers) => {
+        // auth-core revoked every token of this user: forget what this replica cached of them
+        // before the answer leaves, so the client's next request is already refused.
+        const revoked = headers[REVOKED_USER_HEADER]
+        if (typeof revoked === 'string') app.identities.evictUser(revoked)
+        const forwarded = authResponseHeaders(headers)
+        delete forwarded[REVOKED_USER_HEADER]
+        return { ...forwarded, 'cache-control': 'no-store' }
+      },
       onError (reply, { error }) {
         reply.send(upstreamError(error, 'auth'))
       }

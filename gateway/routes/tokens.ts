@@ -1,20 +1,22 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
-import { DEFAULT_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
+import { DEFAULT_TOKEN_TTL_SECONDS, userOfToken } from '../../shared/jwt.ts'
+import type { VerifiedToken } from '../../shared/jwt.ts'
 import { upstreamError } from '../errors.ts'
 import { callerOf } from '../plugins/identity.ts'
 import type { Identity, SessionUser } from '../plugins/identity.ts'
 import { AUTH_CORE_PREFIX, forwardedHeaders } from './auth-proxy.ts'
 
 export const TOKEN_PATH = '/auth/jwt'
+export const JWKS_PATH = '/auth/jwks'
+/** Upstreams may cache the key set this long; a token naming an unknown `kid` makes them fetch it again. */
+const JWKS_MAX_AGE_SECONDS = 300
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
 /** Seed-compatible alias of better-auth's `POST /update-user`, which changes the method too. */
 export const PROFILE_UPDATE_PATH = '/auth/user/profile'
 const UPDATE_USER_TARGET = `${AUTH_CORE_PREFIX}/update-user`
 // What auth-core needs to authenticate the caller and check the origin (CSRF), nothing more.
 const FORWARDED_REQUEST_HEADERS = ['cookie', 'origin', 'referer', 'user-agent', 'accept-language'] as const
-// Registered claims are the token's, not the user's.
-const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti'])
 
 export interface TokenResponse {
   token: string
@@ -36,13 +38,9 @@ function tokenTtl (identity: Identity, now: number): number {
   return typeof exp === 'number' ? Math.max(1, Math.min(DEFAULT_TOKEN_TTL_SECONDS, exp - Math.floor(now / 1000))) : DEFAULT_TOKEN_TTL_SECONDS
 }
 
-/** The user a bearer token vouches for, without the token's own registered claims. */
+/** The user a bearer token vouches for, as auth-core's validate-session answers it. */
 function bearerUser (user: SessionUser): SessionUser {
-  const result: SessionUser = { id: user.id, email: user.email, name: user.name }
-  for (const [key, value] of Object.entries(user)) {
-    if (!REGISTERED_CLAIMS.has(key) && !(key in result)) result[key] = value
-  }
-  return result
+  return userOfToken(user as unknown as VerifiedToken)
 }
 
 function noStore (reply: FastifyReply): void {
@@ -57,7 +55,7 @@ export default async function tokenRoutes (app: FastifyInstance): Promise<void> 
   app.get(TOKEN_PATH, async (request, reply): Promise<TokenResponse> => {
     const identity = callerOf(request)
     const now = Date.now()
-    const { token, expiresAt } = await app.jwtKeys.sign(
+    const { token, expiresAt } = await app.clientTokens.signer.sign(
       identity.userId,
       { email: identity.email, name: identity.name, ...identity.claims },
       tokenTtl(identity, now),
@@ -66,6 +64,12 @@ export default async function tokenRoutes (app: FastifyInstance): Promise<void> 
     noStore(reply)
     request.log.info({ event: 'token_issued', userId: identity.userId, via: identity.via }, 'token issued')
     return { token, expiresAt: expiresAt.toISOString() }
+  })
+
+  // Public keys only: identity tokens' keys (and client tokens' with JWT_ALG=EdDSA).
+  app.get(JWKS_PATH, async (_request, reply) => {
+    reply.header('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`)
+    return app.keyRing.jwks()
   })
 
   app.get(VALIDATE_SESSION_PATH, { config: { identity: 'optional' } }, async (request, reply): Promise<ValidateSessionResponse> => {

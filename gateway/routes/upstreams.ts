@@ -1,8 +1,10 @@
 import { Pool, util } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { IDENTITY_TOKEN_TTL_SECONDS } from '../../shared/jwt.ts'
-import type { TokenClaims } from '../../shared/jwt.ts'
+import { createHmac, hkdfSync } from 'node:crypto'
+import { EdDsaSigner, IDENTITY_TOKEN_TTL_SECONDS, IDENTITY_TOKEN_TYPE, JwtKeys } from '../../shared/jwt.ts'
+import type { TokenClaims, TokenSigner } from '../../shared/jwt.ts'
+import type { UpstreamName, UpstreamTokenConfig } from '../../shared/config.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from '../access/upstream-headers.ts'
 import { isSameSiteWrite } from '../access/csrf.ts'
 import { TtlCache } from '../ttl-cache.ts'
@@ -27,6 +29,10 @@ export interface UpstreamRoutesOptions {
   writeOrigins: ReadonlySet<string>
   /** Headers and body timeout of an upstream call. @default 30000 */
   timeoutMs?: number
+  /** How each upstream's identity tokens are signed and whom they name. */
+  upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
+  /** `JWT_SECRET`: the pseudonymous subjects are keyed with a key derived from it. */
+  jwtSecret: string
 }
 
 function createUpstreamPool (url: string, timeoutMs: number): Pool {
@@ -43,45 +49,70 @@ function createUpstreamPool (url: string, timeoutMs: number): Pool {
 interface IssuedToken {
   /** What each claim provider answered when the token was signed (compared by reference). */
   extras: readonly TokenClaims[]
-  token: string
+  upstream: UpstreamIdentity
   reuseUntil: number
 }
 
+/** What an upstream learns of a signed-in caller: its token and the `X-User-Id` to send beside it. */
+export interface UpstreamIdentity {
+  token: string
+  userId: string
+}
+
 /**
- * Identity tokens for upstreams, signed with `JWT_SECRET` and reused while the same claims hold:
- * one HMAC per user every few minutes instead of one per request. A cached identity whose claim
- * providers answer with the very objects they answered last time gets its token back at once,
- * without serialising the claims again.
+ * A keyed hash of user and audience: stable for one user at one upstream, unlinkable across
+ * upstreams and to accounts without `JWT_SECRET`.
+ */
+export function pseudonymousSubjects (jwtSecret: string): (userId: string, audience: string) => string {
+  const key = Buffer.from(hkdfSync('sha256', jwtSecret, 'auth-gateway', 'pseudonymous subject v1', 32))
+  return (userId, audience) => createHmac('sha256', key).update(`${audience}\n${userId}`).digest('base64url')
+}
+
+/**
+ * Identity tokens for one upstream, bound to it: signed with its own HS256 secret, or EdDSA with
+ * `aud` = its name. Reused while the same claims hold: one signature per user every few minutes
+ * instead of one per request. A cached identity whose claim providers answer with the very objects
+ * they answered last time gets its token back at once, without serialising the claims again.
  */
 class IdentityTokens {
   readonly #app: FastifyInstance
+  readonly #audience: UpstreamName
+  readonly #signer: TokenSigner
+  readonly #subject: ((userId: string) => string) | null
   readonly #signed = new TtlCache<string, { token: string, reuseUntil: number }>(TOKEN_REUSE_MS)
   readonly #issued = new WeakMap<Identity, IssuedToken>()
 
-  constructor (app: FastifyInstance) {
+  constructor (app: FastifyInstance, audience: UpstreamName, config: UpstreamTokenConfig, pseudonym: (userId: string, audience: string) => string) {
     this.#app = app
+    this.#audience = audience
+    this.#signer = config.jwtSecret === undefined ? new EdDsaSigner(app.keyRing, 'identity', audience) : new JwtKeys(config.jwtSecret, IDENTITY_TOKEN_TYPE)
+    this.#subject = config.subject === 'pseudonymous' ? (userId) => pseudonym(userId, audience) : null
   }
 
-  for (identity: Identity): string | Promise<string> {
+  for (identity: Identity): UpstreamIdentity | Promise<UpstreamIdentity> {
     const extras = this.#app.identityClaimProviders.map((provider) => provider(identity))
     if (extras.some((extra) => extra instanceof Promise)) return Promise.all(extras).then((resolved) => this.#token(identity, resolved))
     return this.#token(identity, extras as TokenClaims[])
   }
 
-  #token (identity: Identity, extras: readonly TokenClaims[]): string | Promise<string> {
+  #token (identity: Identity, extras: readonly TokenClaims[]): UpstreamIdentity | Promise<UpstreamIdentity> {
     const issued = this.#issued.get(identity)
     if (issued !== undefined && issued.reuseUntil > Date.now() && issued.extras.length === extras.length && issued.extras.every((extra, i) => extra === extras[i])) {
-      return issued.token
+      return issued.upstream
     }
-    const claims: TokenClaims = Object.assign({ email: identity.email, name: identity.name, ...identity.claims }, ...extras)
-    const key = `${identity.userId}\n${JSON.stringify(claims)}`
-    const remember = (signed: { token: string, reuseUntil: number }): string => {
-      this.#issued.set(identity, { extras, ...signed })
-      return signed.token
+    const subject = this.#subject === null ? identity.userId : this.#subject(identity.userId)
+    // A pseudonymous upstream gets no direct identifier: no email, no name.
+    const named = this.#subject === null ? { email: identity.email, name: identity.name } : {}
+    const claims: TokenClaims = Object.assign(named, identity.claims, ...extras)
+    const key = `${subject}\n${JSON.stringify(claims)}`
+    const remember = (signed: { token: string, reuseUntil: number }): UpstreamIdentity => {
+      const upstream = { token: signed.token, userId: subject }
+      this.#issued.set(identity, { extras, upstream, reuseUntil: signed.reuseUntil })
+      return upstream
     }
     const cached = this.#signed.get(key)
     if (cached !== undefined) return remember(cached)
-    return this.#app.jwtKeys.sign(identity.userId, claims, IDENTITY_TOKEN_TTL_SECONDS).then(({ token, expiresAt }) => {
+    return this.#signer.sign(subject, claims, IDENTITY_TOKEN_TTL_SECONDS).then(({ token, expiresAt }) => {
       // Reused until a minute before it expires, so an upstream never receives a nearly dead token.
       const signed = { token, reuseUntil: expiresAt.getTime() - TOKEN_REUSE_MARGIN_MS }
       this.#signed.set(key, signed)
@@ -131,12 +162,12 @@ function call (pool: Pool, options: Dispatcher.DispatchOptions): Promise<Upstrea
 async function forward (tokens: IdentityTokens, pool: Pool, name: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const identity = request.identity
   const issued = identity === null ? null : tokens.for(identity)
-  const token = typeof issued === 'string' || issued === null ? issued : await issued
+  const upstreamIdentity = issued instanceof Promise ? await issued : issued
   const headers = upstreamRequestHeaders(request.headers, {
     clientIp: request.ip,
     host: request.host,
     protocol: request.protocol,
-    identity: identity === null || token === null ? null : { token, userId: identity.userId }
+    identity: upstreamIdentity
   })
   let answer: UpstreamAnswer
   try {
@@ -178,7 +209,9 @@ function bufferBodies (scope: FastifyInstance, contentTypes: string | string[], 
  */
 export default async function upstreamRoutes (app: FastifyInstance, options: UpstreamRoutesOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
-  const tokens = new IdentityTokens(app)
+  const pseudonym = pseudonymousSubjects(options.jwtSecret)
+  const ragTokens = new IdentityTokens(app, 'rag', options.upstreamTokens.rag, pseudonym)
+  const appTokens = new IdentityTokens(app, 'app', options.upstreamTokens.app, pseudonym)
   const rag = options.ragUpstreamUrl === undefined ? undefined : createUpstreamPool(options.ragUpstreamUrl, timeoutMs)
   const appUpstream = options.appUpstreamUrl === undefined ? undefined : createUpstreamPool(options.appUpstreamUrl, timeoutMs)
   app.addHook('onClose', async () => {
@@ -190,7 +223,7 @@ export default async function upstreamRoutes (app: FastifyInstance, options: Ups
     for (const url of RAG_ROUTES) {
       scope.post(url, { config: { identity: 'optional' } }, async (request, reply) => {
         if (rag === undefined) throw new RagUpstreamNotConfiguredError()
-        return forward(tokens, rag, 'rag', request, reply)
+        return forward(ragTokens, rag, 'rag', request, reply)
       })
     }
   })
@@ -208,7 +241,7 @@ export default async function upstreamRoutes (app: FastifyInstance, options: Ups
         if (SAFE_METHODS.has(request.method) || request.identity === null) return
         if (!isSameSiteWrite(request, request.identity, options.writeOrigins)) throw new CsrfRejectedError()
       },
-      handler: async (request, reply) => forward(tokens, appUpstream, 'app', request, reply)
+      handler: async (request, reply) => forward(appTokens, appUpstream, 'app', request, reply)
     })
   })
 }

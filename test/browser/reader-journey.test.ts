@@ -2,11 +2,10 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { existsSync, mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { jwtVerify } from 'jose'
 import { chromium } from 'playwright-core'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import type { Stack } from '../../gateway/stack.ts'
-import { JWT_TEST_SECRET, startTestStack, uniqueEmail } from '../helper.ts'
+import { startTestStack, uniqueEmail, verifyIdentityToken } from '../helper.ts'
 import type { Teardown } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
 import type { RecordingUpstream } from '../upstream.ts'
@@ -163,7 +162,7 @@ if (!existsSync(CHROMIUM)) {
     t.equal(signedIn.headers['x-user-id'], userId, 'X-User-Id after sign-in')
     const bearer = /^Bearer (\S+)$/.exec(signedIn.headers.authorization ?? '')
     t.ok(bearer, 'a bearer token after sign-in')
-    const { payload } = await jwtVerify(bearer?.[1] ?? '', new TextEncoder().encode(JWT_TEST_SECRET), { issuer: 'better-auth', algorithms: ['HS256'] })
+    const { payload } = await verifyIdentityToken(stack.url, bearer?.[1] ?? '', 'rag')
     t.match(payload, { sub: userId, email, softwareBackground: BACKGROUND.software, interestArea: BACKGROUND.interest, consentVersion: '1' }, 'the token carries the consented profile')
 
     mkdirSync(SCREENSHOT_DIR, { recursive: true })

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { jwtVerify } from 'jose'
 import { createGatewayClient } from 'auth-gateway/client'
 import type { GatewayError } from 'auth-gateway/client'
-import { cookieFetch, JWT_TEST_SECRET, startTestStack, uniqueEmail } from '../helper.ts'
+import { cookieFetch, JWT_TEST_SECRET, startTestStack, uniqueEmail, verifyIdentityToken } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
 
 const PASSWORD = 'correct horse battery'
@@ -128,7 +128,7 @@ t.test('against the real stack: sign-up, profile, RAG, token, sign-out', async (
       t.equal(recorded?.headers['x-user-id'], userId)
       const bearer = /^Bearer (.+)$/.exec(recorded?.headers.authorization ?? '')
       t.ok(bearer, 'a bearer token is attached')
-      const { payload } = await jwtVerify(bearer?.[1] ?? '', new TextEncoder().encode(JWT_TEST_SECRET), { issuer: 'better-auth', algorithms: ['HS256'] })
+      const { payload } = await verifyIdentityToken(stack.url, bearer?.[1] ?? '', 'rag')
       t.equal(payload.sub, userId)
       t.equal(payload.email, email)
     }

@@ -351,7 +351,7 @@ t.test('profile API end to end', async (t) => {
     t.equal(deleteNeither.status, 403)
     t.equal((await profileRows(stack, reader.userId)).length, 1, 'the row survived the refused deletes')
 
-    const { token } = await stack.gateway.jwtKeys.sign(reader.userId, { email: reader.email, name: 'Reader' }, 300)
+    const { token } = await stack.gateway.clientTokens.signer.sign(reader.userId, { email: reader.email, name: 'Reader' }, 300)
     const bearer = await fetch(profileUrl(stack), { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ interestArea: 'by token', consentGiven: true }) })
     t.equal(bearer.status, 200, 'bearer writes need no Origin')
     t.equal(((await bearer.json()) as ProfileBody).interestArea, 'by token')

@@ -7,47 +7,14 @@ import type { Stack } from '../../../gateway/stack.ts'
 import { REDACT_PATHS } from '../../../shared/log.ts'
 import { DEFAULT_TOKEN_TTL_SECONDS, JWT_ISSUER, JwtKeys } from '../../../shared/jwt.ts'
 import { cookieFetch, JWT_TEST_SECRET, postJson, startTestStack, TEST_ORIGIN, testConfig, testDatabase, uniqueEmail } from '../../helper.ts'
+import { bearer, issueToken, PASSWORD, signUp, validate } from '../../readers.ts'
+import type { TokenBody } from '../../readers.ts'
 
-const PASSWORD = 'correct horse battery'
 // Several sign-ups per stack: the per-address sign-up limit would otherwise stop the tests.
 const STACK_ENV = { AUTH_RATE_LIMIT_MAX: '100', AUTH_USER_FIELDS: 'role:string:readonly tier:string' }
 
-interface Reader {
-  browser: ReturnType<typeof cookieFetch>
-  email: string
-  userId: string
-  /** The raw session cookie, kept after the helper's jar forgets it (sign-out). */
-  cookie: string
-}
-
-interface TokenBody { token: string, expiresAt: string }
-interface ValidateBody { user: Record<string, unknown> | null, session?: Record<string, unknown> | null }
-
-async function signUp (stack: Stack, extra: Record<string, unknown> = {}): Promise<Reader> {
-  const browser = cookieFetch()
-  const email = uniqueEmail('tokens')
-  const response = await postJson(browser, `${stack.url}/auth/signup`, { email, password: PASSWORD, name: 'Token Reader', ...extra })
-  if (response.status !== 200) throw new Error(`sign-up answered ${response.status}: ${await response.text()}`)
-  const { user } = await response.json() as { user: { id: string } }
-  const cookie = [...browser.cookies].map(([key, value]) => `${key}=${value}`).join('; ')
-  return { browser, email, userId: user.id, cookie }
-}
-
-async function issueToken (stack: Stack, reader: Reader): Promise<TokenBody> {
-  const response = await reader.browser(`${stack.url}/auth/jwt`)
-  if (response.status !== 200) throw new Error(`/auth/jwt answered ${response.status}: ${await response.text()}`)
-  return response.json() as Promise<TokenBody>
-}
-
-const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
-
 function base64url (value: unknown): string {
   return Buffer.from(JSON.stringify(value)).toString('base64url')
-}
-
-async function validate (url: string, headers: Record<string, string> = {}): Promise<{ status: number, body: ValidateBody }> {
-  const response = await fetch(`${url}/api/validate-session`, { headers })
-  return { status: response.status, body: await response.json() as ValidateBody }
 }
 
 t.test('stateless tokens, validate-session and profile updates', async (t) => {

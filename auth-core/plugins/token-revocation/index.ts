@@ -1,0 +1,63 @@
+import { createAuthMiddleware, getSessionFromCtx, isAPIError } from 'better-auth/api'
+import type { BetterAuthPlugin } from 'better-auth'
+import type { Pool } from '../../../shared/db.ts'
+import { REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
+
+/** better-auth endpoints after whose success none of the user's earlier bearer tokens may pass. */
+export const REVOKING_PATHS: ReadonlySet<string> = new Set(['/revoke-sessions', '/change-password', '/reset-password', '/delete-user'])
+
+export interface TokenRevocationOptions {
+  pool: Pool
+}
+
+type HookContext = Parameters<Parameters<typeof createAuthMiddleware>[0]>[0]
+
+/** Whose tokens the request would revoke, read before the endpoint runs (afterwards the session or reset token is gone). */
+async function targetUser (ctx: HookContext): Promise<string | undefined> {
+  const body = (ctx.body ?? {}) as Record<string, unknown>
+  if (ctx.path === '/reset-password') {
+    const token = body.token ?? (ctx.query as Record<string, unknown> | undefined)?.token
+    if (typeof token !== 'string' || token === '') return undefined
+    const verification = await ctx.context.internalAdapter.findVerificationValue(`reset-password:${token}`)
+    return verification?.value
+  }
+  // Changing the password keeps the other sessions (and tokens) unless asked to revoke them.
+  if (ctx.path === '/change-password' && body.revokeOtherSessions !== true) return undefined
+  const session = await getSessionFromCtx(ctx)
+  return session?.user.id
+}
+
+/**
+ * Ties stateless bearer tokens to the account: "sign out everywhere", a password change that revokes
+ * the other sessions, a password reset and deleting the user all refuse the user's older tokens, in
+ * the same database the gateway and validate-session read. The answer names the user in an internal
+ * header, so the gateway drops its cached sessions and revocation time before the client sees it.
+ */
+export function tokenRevocation (options: TokenRevocationOptions) {
+  // One entry per request in flight, keyed by the endpoint context both hooks see.
+  const targets = new WeakMap<object, string>()
+  const matcher = (ctx: { path?: string }): boolean => ctx.path !== undefined && REVOKING_PATHS.has(ctx.path)
+  return {
+    id: 'token-revocation',
+    hooks: {
+      before: [{
+        matcher,
+        handler: createAuthMiddleware(async (ctx) => {
+          const userId = await targetUser(ctx)
+          if (userId !== undefined) targets.set(ctx.context, userId)
+        })
+      }],
+      after: [{
+        matcher,
+        handler: createAuthMiddleware(async (ctx) => {
+          const userId = targets.get(ctx.context)
+          targets.delete(ctx.context)
+          if (userId === undefined || isAPIError(ctx.context.returned)) return
+          // A deleted user's revocation row went with the user; the gateway refuses a missing user's tokens.
+          if (ctx.path !== '/delete-user') await revokeTokensNow(options.pool, userId)
+          ctx.setHeader(REVOKED_USER_HEADER, userId)
+        })
+      }]
+    }
+  } satisfies BetterAuthPlugin
+}
