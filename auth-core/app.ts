@@ -2,10 +2,12 @@ import Fastify from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import type { Config } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
-import { useErrorFormat } from '../shared/errors.ts'
+import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
+import { AUTH_CORE_ERRORS, containsNul, isJsonBody, NulCharacterError } from './errors.ts'
+import { KeyRing } from '../shared/signing-keys.ts'
 
 export interface AuthCoreOptions {
   pool: Pool
@@ -52,6 +54,9 @@ function toErrorFormat (text: string): string {
 }
 
 async function sendWebResponse (reply: FastifyReply, response: Response): Promise<void> {
+  let text = await response.text()
+  // The error handler answers it as internal_error: never an empty body. better-auth logged the cause.
+  if (response.status >= 500 && !isJsonBody(text, response.headers.get('content-type'))) throw new Error(`better-auth answered ${response.status} without a JSON body`)
   reply.code(response.status)
   for (const [name, value] of response.headers) {
     if (name === 'set-cookie' || name === 'content-length') continue
@@ -59,7 +64,6 @@ async function sendWebResponse (reply: FastifyReply, response: Response): Promis
   }
   const cookies = response.headers.getSetCookie()
   if (cookies.length > 0) reply.header('set-cookie', cookies)
-  let text = await response.text()
   if (response.status >= 400 && (response.headers.get('content-type') ?? '').includes('json')) text = toErrorFormat(text)
   return reply.send(text)
 }
@@ -69,14 +73,24 @@ export async function buildAuthCore (config: Readonly<Config>, options: AuthCore
   const app = Fastify({
     logger: options.logger ?? false,
     // better-auth reads and validates the raw body itself.
-    bodyLimit: 64 * 1024
+    bodyLimit: 64 * 1024,
+    frameworkErrors: frameworkErrorHandler(),
+    clientErrorHandler: clientErrorHandler()
   })
-  useErrorFormat(app)
+  useErrorFormat(app, AUTH_CORE_ERRORS)
   const auth = createAuth(config, options.pool, app.log)
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))
-  await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret })
+  // EdDSA client tokens are verified against the gateway's published client keys.
+  let keyRing: KeyRing | null = null
+  if (config.jwtAlg === 'EdDSA') {
+    const ring = new KeyRing(options.pool, config.jwtSecret, { signs: [], onRefreshError: (err) => { app.log.warn({ err }, 'signing keys could not be refreshed') } })
+    await ring.start()
+    app.addHook('onClose', async () => { ring.stop() })
+    keyRing = ring
+  }
+  await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret, keyRing })
 
   await app.register(async function betterAuthRoutes (scope) {
     scope.removeAllContentTypeParsers()
@@ -90,6 +104,8 @@ export async function buildAuthCore (config: Readonly<Config>, options: AuthCore
         const rest = request.url.slice(AUTH_CORE_PREFIX.length)
         const url = new URL(`${PUBLIC_AUTH_PATH}${rest}`, config.publicUrl)
         const body = BODYLESS.has(request.method) || !Buffer.isBuffer(request.body) ? undefined : new Uint8Array(request.body)
+        // Postgres refuses NUL in text deep inside better-auth; refused here with a reason instead.
+        if (body !== undefined && containsNul(body, request.headers['content-type'])) throw new NulCharacterError()
         const response = await auth.handler(new Request(url, {
           method: request.method,
           headers: toWebHeaders(request),

@@ -2,7 +2,8 @@ import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Config } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
-import { useErrorFormat } from '../shared/errors.ts'
+import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
+import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
 import { writeOrigins } from './access/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
 import accessPlugin from './plugins/access.ts'
@@ -10,7 +11,7 @@ import authCoreClient from './plugins/auth-core-client.ts'
 import corsPlugin from './plugins/cors.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
-import hygienePlugin, { rewriteUrl } from './plugins/hygiene.ts'
+import hygienePlugin, { rewriteUrl, securityHeaders } from './plugins/hygiene.ts'
 import rateLimitPlugin from './plugins/rate-limit.ts'
 import authProxy from './routes/auth-proxy.ts'
 import upstreamRoutes from './routes/upstreams.ts'
@@ -30,15 +31,19 @@ export interface GatewayOptions {
 export async function buildGateway (config: Readonly<Config>, options: GatewayOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? false,
-    trustProxy: config.trustProxy,
+    // Fastify trusts no hop for a bare number, so a hop count is given as proxy-addr's (address, hop) test.
+    trustProxy: typeof config.trustProxy === 'number' ? ((hops: number) => (_address: string, hop: number) => hop < hops)(config.trustProxy) : config.trustProxy === false ? false : [...config.trustProxy],
     bodyLimit: 16 * 1024,
-    rewriteUrl
+    rewriteUrl,
+    // Answered before routing (so before the CORS and hygiene hooks): the headers are added here.
+    frameworkErrors: frameworkErrorHandler(earlyErrorHeaders(securityHeaders(config.publicUrl), config.allowedOrigins)),
+    clientErrorHandler: clientErrorHandler(securityHeaders(config.publicUrl))
   })
-  useErrorFormat(app)
+  useErrorFormat(app, GATEWAY_ERRORS)
 
   await app.register(pgPlugin, { pool: options.pool })
   await app.register(authCoreClient, { authCoreUrl: config.authCoreUrl })
-  await app.register(identityPlugin, { jwtSecret: config.jwtSecret, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
+  await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
   // Hook order is registration order: CORS (so 400/401/403/429 answers to an allowed origin still
   // carry its headers), security headers and target checks, per-address limits, access policy.
   await app.register(corsPlugin, { allowedOrigins: config.allowedOrigins })
@@ -55,10 +60,10 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(accessPlugin, { rules: DEFAULT_RULES })
 
   await app.register(healthRoutes)
-  await app.register(authProxy, { authCoreUrl: config.authCoreUrl })
+  await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
   await app.register(tokenRoutes)
-  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs })
+  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs, upstreamTokens: config.upstreamTokens, jwtSecret: config.jwtSecret })
   return app
 }

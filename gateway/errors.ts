@@ -1,9 +1,12 @@
 import createError from '@fastify/error'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyRequest } from 'fastify'
+import { DatabaseUnavailableError, errorRegistry, InternalError } from '../shared/errors.ts'
+import type { EarlyHeaders } from '../shared/errors.ts'
 
 /*
- * Every error code the gateway itself returns. The body's `error` is the code lower-cased
- * (`AUTH_CORE_UNAVAILABLE` → `"auth_core_unavailable"`); the README lists them all.
+ * Every error code the gateway itself returns, each also listed in `GATEWAY_ERRORS` below (the error
+ * handler sends a 5xx's message only for those; `docs/errors.md` is generated from it). The body's
+ * `error` is the code lower-cased (`AUTH_CORE_UNAVAILABLE` → `"auth_core_unavailable"`).
  */
 export const AuthCoreUnavailableError = createError('AUTH_CORE_UNAVAILABLE', 'The authentication service is unavailable, try again shortly', 503)
 export const UpstreamUnavailableError = createError('UPSTREAM_UNAVAILABLE', 'The %s service is unavailable, try again shortly', 503)
@@ -19,6 +22,10 @@ export const DuplicateHostError = createError('BAD_REQUEST', 'The request carrie
 export const ConsentRequiredError = createError('CONSENT_REQUIRED', 'Consent must be given to store background information', 400)
 export const RateLimitedError = createError('RATE_LIMITED', 'Too many requests, retry in %s seconds', 429)
 export const MethodNotAllowedError = createError('METHOD_NOT_ALLOWED', 'Method %s is not allowed on this route', 405)
+export const BadRedirectError = createError('BAD_REDIRECT', 'The redirect target is not allowed: it must be on PUBLIC_URL or an ALLOWED_ORIGINS origin', 400)
+export const InvalidJsonError = createError('INVALID_JSON', 'The request body is not valid JSON', 400)
+export const NotReadyError = createError('NOT_READY', 'Not ready: %s', 503)
+export { DatabaseUnavailableError, InternalError }
 
 const CONNECT_FAILURES = new Set([
   'ECONNREFUSED',
@@ -54,4 +61,41 @@ export function upstreamError (err: unknown, upstream: string): FastifyError {
     return upstream === 'auth' ? new AuthCoreUnavailableError({ cause: err }) : new UpstreamUnavailableError(upstream, { cause: err })
   }
   return new BadGatewayError(upstream, { cause: err })
+}
+
+export const HeaderTooLargeError = createError('HEADER_TOO_LARGE', 'The %s header is too large (at most %s bytes)', 431)
+
+export const GATEWAY_ERRORS = errorRegistry('gateway', [
+  { type: BadPathError, meaning: 'the target cannot be normalised safely (`..`, encoded slashes, NUL, backslashes)', action: 'send a plain path' },
+  { type: DuplicateHostError, meaning: 'a request with two `Host` headers', action: 'fix the client or proxy' },
+  { type: InvalidJsonError, meaning: 'the body of a JSON route is not valid JSON', action: 'send valid JSON' },
+  { type: ConsentRequiredError, meaning: 'background data without `consentGiven: true`', action: 'ask the reader for consent' },
+  { type: BadRedirectError, meaning: 'a redirect target (`callbackURL` and the like) outside `PUBLIC_URL` and `ALLOWED_ORIGINS`', action: 'redirect to the site itself' },
+  { type: UnauthorizedError, meaning: 'the route needs a session or a bearer token', action: 'sign in' },
+  { type: InvalidTokenError, meaning: 'the bearer token is invalid, expired or revoked', action: 'get a new token from `/auth/jwt`' },
+  { type: ForbiddenError, meaning: 'the caller lacks the role the route needs, or no rule allows the route', action: '—' },
+  { type: CsrfRejectedError, meaning: 'a cookie-authenticated change from a foreign origin', action: 'call from an allowed origin' },
+  { type: MethodNotAllowedError, meaning: 'the route does not take this method', action: 'use the documented method' },
+  { type: RateLimitedError, meaning: 'the caller\'s budget for the route is spent', action: 'wait `Retry-After` seconds' },
+  { type: HeaderTooLargeError, meaning: 'a `Cookie` or `Authorization` header over the gateway\'s limit', action: 'clear cookies or send a shorter token' },
+  { type: BadGatewayError, meaning: 'an upstream answered something invalid', action: 'check the upstream' },
+  { type: AuthCoreUnavailableError, meaning: 'auth-core does not answer', action: 'check auth-core; public RAG routes keep working anonymously' },
+  { type: UpstreamUnavailableError, meaning: 'the RAG or app upstream refuses connections', action: 'check the upstream' },
+  { type: RagUpstreamNotConfiguredError, meaning: '`RAG_UPSTREAM_URL` is unset', action: 'set it' },
+  { type: NotReadyError, meaning: '`GET /ready`: Postgres or auth-core is down (named, with `checks`)', action: 'check the one named; the log says why' },
+  { type: UpstreamTimeoutError, meaning: 'an upstream did not answer in time', action: 'check the upstream' }
+])
+
+/**
+ * The headers of an answer Fastify gives before any hook ran (a URL that does not decode): the
+ * security headers, and CORS as `@fastify/cors` grants it to an allowed origin, so the page can
+ * read the error.
+ */
+export function earlyErrorHeaders (security: Readonly<Record<string, string>>, allowedOrigins: readonly string[]): EarlyHeaders {
+  const allowed = new Set(allowedOrigins)
+  return (request: FastifyRequest) => {
+    const origin = request.headers.origin
+    if (origin === undefined || !allowed.has(origin)) return { ...security, vary: 'Origin' }
+    return { ...security, vary: 'Origin', 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true' }
+  }
 }

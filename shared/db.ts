@@ -1,6 +1,9 @@
-import { mkdirSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
+import type { PGlite as PGliteDb } from '@electric-sql/pglite'
 
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
@@ -26,42 +29,132 @@ export function createPool (connectionString: string, options: PoolOptions = {})
 }
 
 export interface EmbeddedPostgres {
-  /** A `postgres://` URL that `pg` connects to. */
+  /** A `postgres://` URL that `pg` connects to: a Unix socket, never a TCP port. */
   url: string
+  /** The folder holding the socket; only the current user may enter it. */
+  socketDir: string
   stop: () => Promise<void>
 }
 
 export interface EmbeddedPostgresOptions {
   /** Folder of the database files; `null` keeps them in memory (tests). */
   dataDir: string | null
-  /** Loopback port; 0 picks a free one. @default 0 */
-  port?: number
 }
 
+// pg looks for `<host>/.s.PGSQL.<port>`; the port is only part of the file name.
+const SOCKET_PORT = 5432
+const SOCKET_NAME = `.s.PGSQL.${SOCKET_PORT}`
+// sun_path holds 108 bytes on Linux and 104 on macOS, terminating NUL included.
+const MAX_SOCKET_PATH_BYTES = 103
+
 /**
- * Starts PGlite and serves it over the Postgres wire protocol on loopback, so the services reach it
- * through `pg` exactly as they reach a real server. PGlite is a single session: the socket server
- * queues queries and keeps a transaction's statements together.
+ * Starts PGlite and serves it over the Postgres wire protocol, so the services reach it through `pg`
+ * exactly as they reach a real server. The protocol has no authentication here, so the only door is
+ * a Unix socket in a directory only the current user may enter; the data files are kept owner-only.
+ * PGlite is a single session: the socket server queues queries and keeps a transaction's statements
+ * together.
  */
 export async function startEmbeddedPostgres (options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const [{ PGlite }, { PGLiteSocketServer }] = await Promise.all([
     import('@electric-sql/pglite'),
     import('@electric-sql/pglite-socket')
   ])
-  let dbPath: string | undefined
-  if (options.dataDir !== null) {
-    dbPath = join(options.dataDir, 'pglite')
-    mkdirSync(dbPath, { recursive: true })
+  const socket = privateSocketDir(options.dataDir)
+  const socketPath = join(socket.dir, SOCKET_NAME)
+  let listening = false
+  // Never unlink a socket this call did not bind: it may be another process serving the same DATA_DIR.
+  const removeSocket = (): void => {
+    if (socket.temporary) rmSync(socket.dir, { recursive: true, force: true })
+    else if (listening) rmSync(socketPath, { force: true })
   }
-  const db = await PGlite.create(dbPath)
-  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: options.port ?? 0, maxConnections: 100 })
-  await server.start()
-  const [, port] = server.getServerConn().split(':')
-  return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable`,
-    async stop () {
-      await server.stop()
-      await db.close()
+  let dbPath: string | undefined
+  if (options.dataDir !== null) dbPath = join(options.dataDir, 'pglite')
+  // PGlite's file system hands Postgres' modes straight to the disk: its initial cluster is 0666 and
+  // files it opens later follow the umask. Tighten what it wrote at start and at shutdown; the 0700
+  // directories keep other users out of anything written in between.
+  const seal = (): void => { if (dbPath !== undefined) ownerOnly(dbPath) }
+  let db: PGliteDb | undefined
+  try {
+    await clearStaleSocket(socketPath)
+    if (dbPath !== undefined) {
+      mkdirSync(dbPath, { recursive: true, mode: 0o700 })
+      chmodSync(dbPath, 0o700)
+    }
+    const opened = db = await PGlite.create(dbPath)
+    seal()
+    const server = new PGLiteSocketServer({ db: opened, path: socketPath, maxConnections: 100 })
+    await server.start()
+    listening = true
+    return {
+      url: `postgres://postgres@${encodeURIComponent(socket.dir)}:${SOCKET_PORT}/postgres?sslmode=disable`,
+      socketDir: socket.dir,
+      async stop () {
+        try {
+          await server.stop()
+          await opened.close()
+          seal()
+        } finally {
+          removeSocket()
+        }
+      }
+    }
+  } catch (err) {
+    await db?.close()
+    removeSocket()
+    throw err
+  }
+}
+
+interface SocketDir {
+  dir: string
+  /** Made for this run, removed on stop. */
+  temporary: boolean
+}
+
+function privateSocketDir (dataDir: string | null): SocketDir {
+  if (dataDir !== null) {
+    const dir = join(dataDir, 'pglite-socket')
+    if (Buffer.byteLength(join(dir, SOCKET_NAME)) <= MAX_SOCKET_PATH_BYTES) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 })
+      const stat = lstatSync(dir)
+      // DATA_DIR may be shared: a directory someone else planted (or a symlink) must not be trusted.
+      if (!stat.isDirectory() || (process.getuid !== undefined && stat.uid !== process.getuid())) {
+        throw new Error(`${dir} must be a directory owned by the current user`)
+      }
+      chmodSync(dir, 0o700)
+      return { dir, temporary: false }
+    }
+    // DATA_DIR is too deep for a socket path; a fresh mkdtemp folder is just as private (0700).
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'pglite-'))
+  if (Buffer.byteLength(join(dir, SOCKET_NAME)) > MAX_SOCKET_PATH_BYTES) {
+    rmSync(dir, { recursive: true, force: true })
+    throw new Error(`the temporary folder ${tmpdir()} is too deep for a Unix socket path`)
+  }
+  return { dir, temporary: true }
+}
+
+/** A socket left by a crashed run blocks `listen`; a live one means another process owns the data. */
+async function clearStaleSocket (path: string): Promise<void> {
+  if (!existsSync(path)) return
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path)
+    probe.once('connect', () => { probe.destroy(); resolve(true) })
+    probe.once('error', () => { resolve(false) })
+  })
+  if (live) throw new Error(`the embedded database is already served at ${path} by another process`)
+  rmSync(path, { force: true })
+}
+
+/** Strips group and other permissions from a tree; symlinks are left alone (chmod would follow them). */
+function ownerOnly (dir: string): void {
+  chmodSync(dir, 0o700)
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) ownerOnly(path)
+    else if (entry.isFile()) {
+      const mode = lstatSync(path).mode & 0o777
+      if ((mode & 0o077) !== 0) chmodSync(path, mode & 0o700)
     }
   }
 }

@@ -1,74 +1,240 @@
+import createError from '@fastify/error'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
-/** Every error body the project sends. */
+/** Every error body the project sends; `requestId` only on `internal_error`, to quote when reporting it. */
 export interface ErrorBody {
   error: string
   message: string
+  requestId?: string
 }
 
-// Fastify's own codes, turned into the public ones.
-const FASTIFY_CODES: Record<string, string> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad_request',
-  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'bad_request',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
-  FST_ERR_VALIDATION: 'validation_failed',
-  FST_ERR_NOT_FOUND: 'not_found',
-  FST_ERR_BAD_URL: 'bad_request',
-  FST_ERR_ASYNC_CONSTRAINT: 'bad_request'
+/** An error class made by `@fastify/error`'s `createError`, as a registry holds it. */
+export type ErrorClass = createError.FastifyErrorConstructor<{ code: string, statusCode?: number }, [unknown?, unknown?, unknown?]>
+
+export interface ErrorDescription {
+  type: ErrorClass
+  /** When a client gets it, for the docs. */
+  meaning: string
+  /** What the caller (or the operator) should do, for the docs. */
+  action: string
 }
 
-const STATUS_CODES: Record<number, string> = {
+export interface ErrorEntry extends ErrorDescription {
+  /** UPPER_SNAKE; the body's `error` is this lower-cased. */
+  code: string
+  status: number
+  /** The message as declared (`%s` where an argument goes). */
+  message: string
+}
+
+/** Every code one service answers, each declared once: only these have their message sent on a 5xx. */
+export interface ErrorRegistry {
+  readonly service: string
+  readonly entries: readonly ErrorEntry[]
+  /** The entry of a declared code. */
+  get: (code: string | undefined) => ErrorEntry | undefined
+  /** The entry of an error this service made: its class, not merely a code that looks the same. */
+  owner: (err: unknown) => ErrorEntry | undefined
+}
+
+/** Both services answer these; every registry has them. */
+export const InternalError = createError('INTERNAL_ERROR', 'The server could not complete the request', 500)
+export const DatabaseUnavailableError = createError('DATABASE_UNAVAILABLE', 'The database is unavailable, try again shortly', 503)
+
+const SHARED_ERRORS: readonly ErrorDescription[] = [
+  {
+    type: InternalError,
+    meaning: 'anything the service did not expect; the body carries `requestId`, the log has the cause under the same id',
+    action: 'report it with the `requestId`'
+  },
+  {
+    type: DatabaseUnavailableError,
+    meaning: 'Postgres refuses or drops connections (down, restarting, or out of reach)',
+    action: 'retry shortly; check Postgres'
+  }
+]
+
+export function errorRegistry (service: string, described: readonly ErrorDescription[]): ErrorRegistry {
+  const byCode = new Map<string, ErrorEntry>()
+  for (const description of [...described, ...SHARED_ERRORS]) {
+    // Made once, without arguments, to read the class's code, status and message back.
+    const sample = new description.type()
+    const status = sample.statusCode ?? 500
+    if (byCode.has(sample.code)) throw new Error(`${service} errors: ${sample.code} is declared twice`)
+    byCode.set(sample.code, { ...description, code: sample.code, status, message: sample.message })
+  }
+  const entries = Object.freeze([...byCode.values()])
+  return Object.freeze({
+    service,
+    entries,
+    get: (code: string | undefined) => code === undefined ? undefined : byCode.get(code),
+    owner (err: unknown) {
+      const entry = byCode.get(codeOf(err) ?? '')
+      return entry !== undefined && err instanceof entry.type ? entry : undefined
+    }
+  })
+}
+
+export interface FrameworkError {
+  /** Fastify's code, or Node's for what its HTTP parser refuses before Fastify runs. */
+  source: string
+  status: number
+  /** The public code. */
+  code: string
+  /** Sent instead of Fastify's or Node's own message, which would echo the request. */
+  message?: string
+  meaning: string
+  action: string
+}
+
+/** Fastify's own 4xx codes (and Node's parser errors), turned into the public ones. */
+export const FRAMEWORK_ERRORS: readonly FrameworkError[] = Object.freeze([
+  { source: 'FST_ERR_BAD_URL', status: 400, code: 'bad_request', message: 'The request URL is not valid: it has a malformed percent-encoding', meaning: 'the URL does not decode (e.g. `%C0%AF`)', action: 'encode the URL properly' },
+  { source: 'FST_ERR_ASYNC_CONSTRAINT', status: 400, code: 'bad_request', message: 'The request could not be routed', meaning: 'a route constraint could not be checked', action: 'fix the request' },
+  { source: 'FST_ERR_MAX_PARAM_LENGTH', status: 414, code: 'uri_too_long', message: 'A path segment of the request URL is too long', meaning: 'a path parameter over Fastify\'s length limit', action: 'send a shorter path' },
+  { source: 'FST_ERR_CTP_INVALID_CONTENT_LENGTH', status: 400, code: 'bad_request', meaning: 'the body\'s size differs from `Content-Length`', action: 'fix the request' },
+  { source: 'FST_ERR_CTP_EMPTY_JSON_BODY', status: 400, code: 'bad_request', meaning: 'an empty body with `Content-Type: application/json`', action: 'send a JSON body or no content type' },
+  { source: 'FST_ERR_CTP_INVALID_JSON_BODY', status: 400, code: 'invalid_json', meaning: 'the body is not valid JSON', action: 'send valid JSON' },
+  { source: 'FST_ERR_VALIDATION', status: 400, code: 'validation_failed', meaning: 'the body or query fails the route\'s schema; the message names the field', action: 'fix the field' },
+  { source: 'FST_ERR_NOT_FOUND', status: 404, code: 'not_found', meaning: 'no such route', action: 'check the method and path' },
+  { source: 'FST_ERR_CTP_BODY_TOO_LARGE', status: 413, code: 'payload_too_large', meaning: 'body over the route\'s limit (gateway 16 KiB, app upstream 1 MiB; auth-core 64 KiB)', action: 'send less' },
+  { source: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', status: 415, code: 'unsupported_media_type', meaning: 'the route does not take this `Content-Type` (JSON routes take `application/json`)', action: 'send JSON' },
+  { source: 'HPE_HEADER_OVERFLOW', status: 431, code: 'headers_too_large', message: 'The request headers are too large', meaning: 'request line and headers over Node\'s 16 KiB limit (often too many cookies)', action: 'send fewer or smaller headers' },
+  { source: 'ERR_HTTP_REQUEST_TIMEOUT', status: 408, code: 'request_timeout', message: 'The request was not received in time', meaning: 'the client did not finish sending the request in time', action: 'retry' },
+  { source: 'HPE_*', status: 400, code: 'bad_request', message: 'The request is not valid HTTP', meaning: 'Node\'s HTTP parser refused the request (e.g. a malformed header)', action: 'fix the client' }
+].map((entry) => Object.freeze(entry)))
+
+const FRAMEWORK_BY_SOURCE = new Map(FRAMEWORK_ERRORS.map((entry) => [entry.source, entry]))
+
+// The public code of a 4xx nobody declared (a plugin's), by its status.
+const STATUS_4XX: Record<number, string> = {
   400: 'bad_request',
   401: 'unauthorized',
   403: 'forbidden',
   404: 'not_found',
   405: 'method_not_allowed',
+  408: 'request_timeout',
   413: 'payload_too_large',
+  414: 'uri_too_long',
   415: 'unsupported_media_type',
   429: 'rate_limited',
-  502: 'bad_gateway',
-  503: 'service_unavailable',
-  504: 'gateway_timeout'
+  431: 'headers_too_large'
 }
 
-/** The public code of an error: its own code lower-cased when the project defined it, else by status. */
-export function publicCode (err: FastifyError, status: number): string {
-  const code = err.code
-  if (code !== undefined && code in FASTIFY_CODES) return FASTIFY_CODES[code]
-  if (isProjectCode(code)) return code.toLowerCase()
-  return STATUS_CODES[status] ?? (status >= 500 ? 'internal_error' : 'bad_request')
+function codeOf (err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' ? code : undefined
 }
 
-/** Codes defined in the services' `errors.ts`, as opposed to Fastify's, Node's or undici's. */
-function isProjectCode (code: string | undefined): code is string {
-  return code !== undefined && /^[A-Z][A-Z0-9_]+$/.test(code) && !/^(FST|ERR|UND|E[A-Z]+$)/.test(code)
-}
+// SQLSTATE class 08 (connection exception) and the shutdown / starting-up states of class 57.
+const PG_UNAVAILABLE = /^(08[0-9A-Z]{3}|57P0[123])$/
+const SOCKET_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET'])
+// pg and pg-pool report a lost or timed-out connection as plain errors, by message only.
+const PG_CONNECTION_MESSAGES = /^(Connection terminated\b|timeout exceeded when trying to connect$|Client has encountered a connection error and is not queryable$)/
 
-export function errorHandler (this: FastifyInstance, err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
-  if (status >= 500) {
-    request.log.error({ err }, 'request failed')
-  } else {
-    request.log.info({ err: { code: err.code, message: err.message } }, 'request rejected')
+/** Whether an error (or its cause) says Postgres cannot be reached, rather than that a query failed. */
+export function isDatabaseUnavailable (err: unknown): boolean {
+  const seen = new Set<unknown>()
+  for (let current = err; current !== null && typeof current === 'object' && !seen.has(current); current = (current as { cause?: unknown }).cause) {
+    seen.add(current)
+    const code = codeOf(current)
+    if (code !== undefined && (PG_UNAVAILABLE.test(code) || SOCKET_FAILURES.has(code))) return true
+    if (current instanceof Error && PG_CONNECTION_MESSAGES.test(current.message)) return true
   }
-  const body: ErrorBody = {
-    error: publicCode(err, status),
-    // A 5xx's internal message stays in the log; the client gets a sentence that reveals nothing.
-    message: status >= 500 && !isProjectCode(err.code) ? 'The server could not complete the request' : err.message
+  return false
+}
+
+function statusOf (err: { statusCode?: unknown }): number | undefined {
+  const status = err.statusCode
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 600 ? status : undefined
+}
+
+function sendError (reply: FastifyReply, status: number, body: ErrorBody): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send(body)
+}
+
+/** The error handler of a service: only `registry`'s errors have their own message sent on a 5xx. */
+export function errorHandler (registry: ErrorRegistry): (this: FastifyInstance, err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
+  // `errorRegistry` adds both to every registry.
+  const internal = registry.get('INTERNAL_ERROR') as ErrorEntry
+  const database = registry.get('DATABASE_UNAVAILABLE') as ErrorEntry
+  return function handleError (err, request, reply) {
+    // A thrown non-error (a string, null) still answers, as an internal error.
+    const error: Partial<FastifyError> = err !== null && typeof err === 'object' ? err : {}
+    const headers = (error as { headers?: Record<string, string> }).headers
+    if (headers !== undefined && typeof headers === 'object') reply.headers(headers)
+    const owned = registry.owner(err)
+    const status = statusOf(error) ?? owned?.status ?? 500
+    if (owned !== undefined) {
+      if (status >= 500) request.log.error({ err }, 'request failed')
+      else request.log.info({ err: { code: owned.code, message: error.message } }, 'request rejected')
+      sendError(reply, status, { error: owned.code.toLowerCase(), message: error.message ?? owned.message })
+      return
+    }
+    const unavailable = isDatabaseUnavailable(err)
+    if (status >= 500 || unavailable) {
+      request.log.error({ err }, 'request failed')
+      if (unavailable) {
+        sendError(reply, database.status, { error: 'database_unavailable', message: database.message })
+      } else {
+        sendError(reply, status, { error: 'internal_error', message: internal.message, requestId: request.id })
+      }
+      return
+    }
+    request.log.info({ err: { code: error.code, message: error.message } }, 'request rejected')
+    const code = FRAMEWORK_BY_SOURCE.get(error.code ?? '')?.code ?? registry.get(error.code)?.code.toLowerCase() ?? STATUS_4XX[status] ?? 'bad_request'
+    sendError(reply, status, { error: code, message: error.message !== undefined && error.message !== '' ? error.message : STATUS_CODES[status] ?? 'Bad Request' })
   }
-  const headers = (err as FastifyError & { headers?: Record<string, string> }).headers
-  if (headers !== undefined) reply.headers(headers)
-  reply.code(status).type('application/json; charset=utf-8').send(body)
 }
 
 export function notFoundHandler (request: FastifyRequest, reply: FastifyReply): void {
   reply.code(404).send({ error: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` } satisfies ErrorBody)
 }
 
-/** Installs the project's error format on a Fastify instance. */
-export function useErrorFormat (app: FastifyInstance): void {
-  app.setErrorHandler(errorHandler)
+/** Installs the project's error format on a Fastify instance, for the errors of `registry`'s service. */
+export function useErrorFormat (app: FastifyInstance, registry: ErrorRegistry): void {
+  app.setErrorHandler(errorHandler(registry))
   app.setNotFoundHandler(notFoundHandler)
+}
+
+/** Headers for an answer given before the routes' hooks ran (the security headers, CORS). */
+export type EarlyHeaders = (request: FastifyRequest) => Readonly<Record<string, string>>
+
+/**
+ * Fastify's `frameworkErrors` option: a URL that does not decode (and the other errors Fastify
+ * raises before routing, so before any hook) answered in the project format, without echoing it.
+ */
+export function frameworkErrorHandler (headersFor: EarlyHeaders = () => ({})): (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
+  return function handleFrameworkError (err, request, reply) {
+    const entry = FRAMEWORK_BY_SOURCE.get(err.code)
+    request.log.info({ err: { code: err.code, message: err.message } }, 'request rejected')
+    reply.headers(headersFor(request))
+    sendError(reply, entry?.status ?? 400, { error: entry?.code ?? 'bad_request', message: entry?.message ?? 'The request is not valid' })
+  }
+}
+
+/** What Node's `clientError` hands over (Fastify's `ConnectionError`). */
+interface ClientError extends Error {
+  code?: string
+}
+
+/**
+ * Fastify's `clientErrorHandler` option: what Node's HTTP parser refuses (headers too large, a
+ * malformed request) answered on the raw socket in the project format, with `headers` added.
+ */
+export function clientErrorHandler (headers: Readonly<Record<string, string>> = {}): (this: FastifyInstance, err: ClientError, socket: Socket) => void {
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  return function handleClientError (err, socket) {
+    // A reset connection has no one to answer.
+    if (err.code === 'ECONNRESET' || socket.destroyed) return
+    const entry = FRAMEWORK_BY_SOURCE.get(err.code ?? '') ?? (FRAMEWORK_BY_SOURCE.get('HPE_*') as FrameworkError)
+    this.log.debug({ err }, 'client error')
+    if (socket.writable) {
+      const body = JSON.stringify({ error: entry.code, message: entry.message ?? 'The request is not valid HTTP' } satisfies ErrorBody)
+      socket.write(`HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extra}\r\n${body}`)
+    }
+    socket.destroy()
+  }
 }

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import { normalisePath } from '../access/normalise-path.ts'
-import { BadPathError, DuplicateHostError } from '../errors.ts'
+import { BadPathError, DuplicateHostError, HeaderTooLargeError } from '../errors.ts'
 import { resolveAuthAlias } from '../routes/auth-proxy.ts'
 
 const kBadPath = Symbol('auth-gateway.badPath')
@@ -31,10 +31,30 @@ export interface HygienePluginOptions {
   publicUrl: string
 }
 
-function countHost (rawHeaders: string[]): number {
+/** The most `Cookie` bytes (all such headers together) a request may carry: sessions need a few hundred. */
+export const MAX_COOKIE_BYTES = 8 * 1024
+/** The most `Authorization` bytes a request may carry: a gateway token needs well under 1 KiB. */
+export const MAX_AUTHORIZATION_BYTES = 4 * 1024
+
+/**
+ * Two `Host`s, or a `Cookie` or `Authorization` too large to be genuine, refused before the session
+ * cache, auth-core or the token check ever see them. One pass over the raw headers.
+ */
+function headerError (rawHeaders: string[]): Error | null {
   let hosts = 0
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].length === 4 && rawHeaders[i].toLowerCase() === 'host') hosts++
-  return hosts
+  let cookieBytes = 0
+  let authorizationBytes = 0
+  // Node decodes header values as latin1, so a value's length is its size on the wire.
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts++
+    else if (name.length === 6 && name.toLowerCase() === 'cookie') cookieBytes += rawHeaders[i + 1].length
+    else if (name.length === 13 && name.toLowerCase() === 'authorization') authorizationBytes += rawHeaders[i + 1].length
+  }
+  if (hosts > 1) return new DuplicateHostError()
+  if (cookieBytes > MAX_COOKIE_BYTES) return new HeaderTooLargeError('Cookie', MAX_COOKIE_BYTES)
+  if (authorizationBytes > MAX_AUTHORIZATION_BYTES) return new HeaderTooLargeError('Authorization', MAX_AUTHORIZATION_BYTES)
+  return null
 }
 
 /**
@@ -53,15 +73,22 @@ export function securityHeaders (publicUrl: string): Readonly<Record<string, str
   })
 }
 
-/** Security headers on every answer; refusal of unsafe targets and of requests with two `Host`s. */
+/**
+ * Security headers on every answer; refusal of unsafe targets, of requests with two `Host`s and of
+ * oversized credentials (431).
+ */
 async function hygienePlugin (app: FastifyInstance, options: HygienePluginOptions): Promise<void> {
   const headers = securityHeaders(options.publicUrl)
   app.addHook('onRequest', (request, reply, done) => {
     reply.headers(headers)
     const reason = (request.raw as MarkedRequest)[kBadPath]
-    if (reason !== undefined) done(new BadPathError(reason))
-    else if (countHost(request.raw.rawHeaders) > 1) done(new DuplicateHostError())
-    else done()
+    if (reason !== undefined) {
+      done(new BadPathError(reason))
+      return
+    }
+    const refusal = headerError(request.raw.rawHeaders)
+    if (refusal === null) done()
+    else done(refusal)
   })
 }
 

@@ -65,6 +65,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the access policy before the handler: the caller, or null when anonymous. */
     identity: Identity | null
+    /** Set when auth-core answered that it revoked every token of this user (revoke-all, password, deletion). */
+    tokensRevokedFor: string | null
   }
 }
 
@@ -319,6 +321,7 @@ async function identityPlugin (app: FastifyInstance, options: IdentityPluginOpti
   })
   app.decorate('identityClaimProviders', [])
   app.decorateRequest('identity', null)
+  app.decorateRequest('tokensRevokedFor', null)
 }
 
 export default fp(identityPlugin, { name: 'identity', dependencies: ['auth-core-client', 'pg'] })

@@ -17,8 +17,9 @@ export interface RateLimitPluginOptions {
   redisUrl?: string
 }
 
-// Sign-in, sign-up and password reset: the better-auth paths that guess or send mail.
-const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up)(?:\/|$)|^\/auth\/(?:forget-password|request-password-reset|reset-password)(?:\/|$)/
+// The better-auth paths that check a password or send mail: a stolen session must not be able to
+// guess the password through change-password or delete-user outside the sign-in budget.
+const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up|change-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
 const NAMESPACE = 'auth-gateway-rl:'
 // Distinct keys (addresses and users) the in-process store remembers, least recently seen dropped first.
@@ -77,9 +78,9 @@ class Budget {
 
 /**
  * Three budgets, decided on the normalised path and the client address Fastify resolved (the socket,
- * or `X-Forwarded-For` only with `TRUST_PROXY`): every route; the auth group; the RAG routes per
- * user when signed in, per address when not. The RAG check runs after the access policy has
- * resolved the caller.
+ * or the rightmost untrusted `X-Forwarded-For` entry with `TRUST_PROXY`): every route; the auth
+ * group; the RAG routes per user when signed in, per address when not. The RAG check runs after the
+ * access policy has resolved the caller.
  */
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
   let store: CounterStore
@@ -100,13 +101,21 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
   const ragUser = new Budget(store, 'rag-user', options.ragUser, options.window)
 
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!isAuthGroup(routedPath(request))) {
-      general.take(request, `all:${request.ip}`, done)
+    // The CORS plugin answers every OPTIONS itself (204, or 404 to an unlisted origin), never forwarding
+    // it, and any page can make a browser send one: charging them would let a foreign site spend a
+    // reader's sign-in budget.
+    if (request.method === 'OPTIONS') {
+      done()
       return
     }
-    general.take(request, `all:${request.ip}`, (err) => {
+    const ip = request.ip
+    if (!isAuthGroup(routedPath(request))) {
+      general.take(request, `all:${ip}`, done)
+      return
+    }
+    general.take(request, `all:${ip}`, (err) => {
       if (err !== undefined && err !== null) done(err)
-      else auth.take(request, `auth:${request.ip}`, done)
+      else auth.take(request, `auth:${ip}`, done)
     })
   })
   app.addHook('preValidation', (request, _reply, done) => {

@@ -53,7 +53,8 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
   app.addHook('onSend', (request, reply, payload, done) => {
     const entry = pending.get(request)
     if (entry === undefined) return done(null, payload)
-    const { event, userId } = entry
+    const { event } = entry
+    const userId = entry.userId ?? request.tokensRevokedFor ?? undefined
     const ok = reply.statusCode === 200
     if (ok) {
       if (event === 'sign_out') app.identities.evict(request.headers.cookie)

@@ -1,8 +1,10 @@
 import httpProxy from '@fastify/http-proxy'
+import { errorCodes } from 'fastify'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { authResponseHeaders } from '../access/upstream-headers.ts'
-import { upstreamError } from '../errors.ts'
+import { redirectValues, refusedRedirect } from '../access/redirect-targets.ts'
+import { BadRedirectError, upstreamError } from '../errors.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 
 export const AUTH_PREFIX = '/auth'
@@ -37,12 +39,69 @@ export function forwardedHeaders (request: Pick<FastifyRequest, 'ip' | 'host' | 
 
 export interface AuthProxyOptions {
   authCoreUrl: string
+  /** Redirect targets must resolve to this origin or to one of `allowedOrigins`. */
+  publicUrl: string
+  allowedOrigins: readonly string[]
+}
+
+// better-call's own test for a JSON body: any `application/…json` media type, by prefix.
+const JSON_BODY = /^application\/([a-z0-9.+-]*\+)?json/i
+const BODYLESS = new Set(['GET', 'HEAD'])
+
+/** A query string or form body as name → every value it was given. */
+function formValues (encoded: string): Record<string, string[]> {
+  const form = new URLSearchParams(encoded)
+  return Object.fromEntries([...new Set(form.keys())].map((key) => [key, form.getAll(key)]))
+}
+
+/**
+ * The request's parameters as better-auth will read them: the query, and the body decoded the way
+ * better-call decodes it (JSON by its prefix rule, forms by substring).
+ */
+function requestParameters (request: FastifyRequest): unknown[] {
+  const query = request.url.indexOf('?')
+  const found: unknown[] = []
+  if (query !== -1) redirectValues(formValues(request.url.slice(query + 1)), found)
+  const body = request.body
+  if (!Buffer.isBuffer(body) || body.length === 0) return found
+  const type = (request.headers['content-type'] ?? '').toLowerCase()
+  if (JSON_BODY.test(type)) {
+    try {
+      redirectValues(JSON.parse(body.toString('utf8')) as unknown, found)
+    } catch {
+      // Not JSON: better-auth refuses it with its own 400.
+    }
+  } else if (type.includes('application/x-www-form-urlencoded')) {
+    redirectValues(formValues(body.toString('utf8')), found)
+  } else if (type.includes('multipart/form-data')) {
+    // No better-auth client sends multipart; refusing it keeps every redirect parameter checkable.
+    throw new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(type)
+  }
+  return found
 }
 
 /** `* /auth/*` → auth-core `/api/auth/*`: every method, body and query; `Set-Cookie` passed back untouched. */
 export default async function authProxy (app: FastifyInstance, options: AuthProxyOptions): Promise<void> {
+  const allowedOrigins = new Set(options.allowedOrigins)
+  // Bodies are read whole (they are small), so the redirect check sees exactly the bytes auth-core gets.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
+
   await app.register(httpProxy, {
     upstream: options.authCoreUrl,
+    proxyPayloads: false,
+    preHandler: async (request) => {
+      const refused = refusedRedirect(requestParameters(request), options.publicUrl, allowedOrigins)
+      if (refused !== undefined) {
+        request.log.info({ event: 'redirect_refused', path: request.routeOptions.url }, 'redirect target refused')
+        throw new BadRedirectError()
+      }
+    },
+    handler: async (request, reply, dest, handlerOptions) => {
+      // The checked bytes, with their own content type (reply-from would re-encode a JSON Buffer).
+      const body = !BODYLESS.has(request.method) && Buffer.isBuffer(request.body) ? { body: request.body, contentType: request.headers['content-type'] ?? 'application/octet-stream' } : {}
+      return reply.from(dest, { ...handlerOptions, ...body })
+    },
     prefix: AUTH_PREFIX,
     rewritePrefix: AUTH_CORE_PREFIX,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
@@ -56,11 +115,14 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
     },
     replyOptions: {
       rewriteRequestHeaders: forwardedHeaders,
-      rewriteHeaders: (headers) => {
+      rewriteHeaders: (headers, request) => {
         // auth-core revoked every token of this user: forget what this replica cached of them
         // before the answer leaves, so the client's next request is already refused.
         const revoked = headers[REVOKED_USER_HEADER]
-        if (typeof revoked === 'string') app.identities.evictUser(revoked)
+        if (typeof revoked === 'string') {
+          app.identities.evictUser(revoked)
+          if (request !== undefined) request.tokensRevokedFor = revoked
+        }
         const forwarded = authResponseHeaders(headers)
         delete forwarded[REVOKED_USER_HEADER]
         return { ...forwarded, 'cache-control': 'no-store' }

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
+import { NotReadyError } from '../errors.ts'
 import { AUTH_CORE_TIMEOUT_MS } from '../plugins/auth-core-client.ts'
 
-type CheckResult = 'ok' | string
+type CheckResult = { ok: true } | { ok: false, err: unknown }
 
 async function check (run: () => Promise<void>): Promise<CheckResult> {
   let timer: NodeJS.Timeout | undefined
@@ -9,18 +10,21 @@ async function check (run: () => Promise<void>): Promise<CheckResult> {
     await Promise.race([
       run(),
       new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => { reject(new Error('timed out')) }, AUTH_CORE_TIMEOUT_MS)
+        timer = setTimeout(() => { reject(new Error(`timed out after ${AUTH_CORE_TIMEOUT_MS} ms`)) }, AUTH_CORE_TIMEOUT_MS)
       })
     ])
-    return 'ok'
+    return { ok: true }
   } catch (err) {
-    return (err as Error).message || 'failed'
+    return { ok: false, err }
   } finally {
     clearTimeout(timer)
   }
 }
 
-/** `GET /health` (liveness) and `GET /ready` (Postgres and auth-core answer). */
+/**
+ * `GET /health` (liveness) and `GET /ready` (Postgres and auth-core answer). `/ready` is public: it
+ * says `ok` or `down` per dependency, and why one is down goes to the log only.
+ */
 export default async function healthRoutes (app: FastifyInstance): Promise<void> {
   app.get('/health', async () => ({ status: 'ok' }))
 
@@ -30,17 +34,15 @@ export default async function healthRoutes (app: FastifyInstance): Promise<void>
       check(async () => {
         const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/health' })
         await body.dump()
-        if (statusCode !== 200) throw new Error(`answered ${statusCode}`)
+        if (statusCode !== 200) throw new Error(`auth-core /health answered ${statusCode}`)
       })
     ])
-    const checks = { postgres, authCore }
-    const down = Object.entries(checks).filter(([, result]) => result !== 'ok').map(([name]) => name)
-    if (down.length === 0) return { status: 'ready', checks }
-    request.log.warn({ checks }, 'not ready')
-    return reply.code(503).send({
-      error: 'not_ready',
-      message: `Not ready: ${down.join(' and ')} ${down.length > 1 ? 'are' : 'is'} not answering`,
-      checks
-    })
+    const checks = { postgres: postgres.ok ? 'ok' : 'down', authCore: authCore.ok ? 'ok' : 'down' }
+    const failed = Object.entries({ postgres, authCore }).flatMap(([name, result]) => result.ok ? [] : [{ name, err: result.err }])
+    if (failed.length === 0) return { status: 'ready', checks }
+    for (const { name, err } of failed) request.log.warn({ dependency: name, err }, 'readiness check failed')
+    const down = failed.map(({ name }) => name)
+    const error = new NotReadyError(`${down.join(' and ')} ${down.length > 1 ? 'are' : 'is'} not answering`)
+    return reply.code(error.statusCode).send({ error: 'not_ready', message: error.message, status: 'not_ready', checks })
   })
 }

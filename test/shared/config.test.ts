@@ -91,6 +91,48 @@ t.test('each malformed variable is named', async (t) => {
   t.equal(err?.message, 'Invalid configuration: PORT must be an integer between 0 and 65535 (got "eighty")')
 })
 
+t.test('TRUST_PROXY: false, a hop count, or the proxy addresses; never true', async (t) => {
+  const dataDir = tempDir(t)
+  const trustProxy = (value: string) => loadConfig({ DATA_DIR: dataDir, TRUST_PROXY: value }).trustProxy
+  t.equal(trustProxy('false'), false)
+  t.equal(trustProxy(' FALSE '), false)
+  t.equal(trustProxy('1'), 1)
+  t.equal(trustProxy('2'), 2)
+  t.same(trustProxy('127.0.0.1'), ['127.0.0.1'])
+  t.same(trustProxy('127.0.0.1, 10.0.0.0/8,::1 ,fd00::/8,192.168.0.0/16,::ffff:10.0.0.0/104'), ['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8', '192.168.0.0/16', '::ffff:10.0.0.0/104'])
+  t.ok(Object.isFrozen(trustProxy('10.0.0.0/8')), 'the list is frozen')
+
+  for (const value of ['true', 'TRUE', 'yes']) {
+    t.throws(() => trustProxy(value), {
+      name: 'ConfigError',
+      variable: 'TRUST_PROXY',
+      message: /^Invalid configuration: TRUST_PROXY must be false, a hop count such as 1, or the proxy addresses\/CIDRs; true would trust any client's X-Forwarded-For/
+    }, `${value} is refused`)
+  }
+  const bad: Array<[string, string]> = [
+    ['10.0.0.0/33', '10.0.0.0/33'],
+    ['0.0.0.0/0', '0.0.0.0/0'],
+    ['10.0.0.0/8,::/0', '::/0'],
+    ['::1/129', '::1/129'],
+    ['10.0.0.0/', '10.0.0.0/'],
+    ['10.0.0.0/-1', '10.0.0.0/-1'],
+    ['10.0.0.0/8/8', '10.0.0.0/8/8'],
+    ['10.0.0/8', '10.0.0/8'],
+    ['127.0.0.1,proxy.example', 'proxy.example'],
+    ['127.0.0.1,1', '1'],
+    ['256.0.0.1', '256.0.0.1'],
+    ['0', '0'],
+    ['256', '256'],
+    [',', ','],
+    ['1.5', '1.5'],
+    ['-1', '-1'],
+    ['maybe', 'maybe']
+  ]
+  for (const [value, entry] of bad) {
+    t.throws(() => trustProxy(value), { name: 'ConfigError', variable: 'TRUST_PROXY', message: `(got ${JSON.stringify(entry)})` }, `${value} is refused naming ${entry}`)
+  }
+})
+
 t.test('durations and user fields parse', async (t) => {
   t.equal(parseDuration('15 minutes'), 900_000)
   t.equal(parseDuration('1 minute'), 60_000)
@@ -110,6 +152,7 @@ t.test('durations and user fields parse', async (t) => {
 t.test('a bad variable stops startup with one line naming it', async (t) => {
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ PORT: 'abc' }, /^Invalid configuration: PORT must be an integer/],
+    [{ TRUST_PROXY: 'true' }, /^Invalid configuration: TRUST_PROXY must be false, a hop count such as 1, or the proxy addresses\/CIDRs/],
     [{ NODE_ENV: 'production', BETTER_AUTH_SECRET: 'too-short', JWT_SECRET: SECRET }, /^Invalid configuration: BETTER_AUTH_SECRET must be at least 32 characters/]
   ]
   for (const [env, expected] of cases) {
