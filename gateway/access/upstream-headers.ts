@@ -17,55 +17,32 @@ const HOP_BY_HOP = new Set([
 ])
 
 /*
- * Headers an upstream may read as identity or routing facts: only the gateway speaks them.
- * Compared after `_` → `-`, since WSGI/ASGI servers read `X_User_Id` as `X-User-Id`.
+ * What a client may tell an upstream, by allowlist: a header not named here never leaves the gateway,
+ * so identity headers an upstream or its framework might trust (`Remote-User`, `X-Forwarded-Groups`,
+ * `X-Amzn-Oidc-Identity`, `CF-Connecting-IP`, `Impersonate-User`, and names nobody has thought of yet)
+ * cannot be smuggled in. The gateway adds its own after these: `X-Forwarded-*`, and for a signed-in
+ * caller `Authorization` and `X-User-Id`.
  */
-const IDENTITY_HEADERS = new Set([
-  'authorization',
-  'cookie',
-  'forwarded',
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-forwarded-port',
-  'x-forwarded-prefix',
-  'x-forwarded-user',
-  'x-forwarded-email',
-  'x-real-ip',
-  'x-remote-user',
-  'x-remote-addr',
-  'x-original-url',
-  'x-original-uri',
-  'x-rewrite-url',
-  'x-middleware-subrequest',
-  'x-http-method-override',
-  'x-http-method',
-  'x-method-override'
+const CONTENT = ['content-type', 'content-encoding', 'content-language'] as const
+const NEGOTIATION = ['accept', 'accept-encoding', 'accept-language'] as const
+const BROWSER = ['user-agent', 'origin', 'referer'] as const
+const TRACING = ['traceparent', 'tracestate', 'baggage', 'x-request-id'] as const
+const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'cache-control', 'range', 'if-range'] as const
+
+/** The client headers the RAG and app upstreams receive. */
+export const UPSTREAM_REQUEST_HEADERS: ReadonlySet<string> = new Set([...CONTENT, ...NEGOTIATION, ...BROWSER, ...TRACING, ...CONDITIONAL])
+
+/**
+ * The client headers auth-core receives: the session cookie, what better-auth's origin and CSRF
+ * checks read (`Origin`, `Referer`, `Sec-Fetch-*`), the body's type, and tracing.
+ */
+export const AUTH_CORE_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  'cookie', 'content-type', ...NEGOTIATION, ...BROWSER, 'sec-fetch-site', 'sec-fetch-mode', 'sec-fetch-dest', ...TRACING
 ])
-const IDENTITY_PREFIXES = ['x-user-', 'x-auth-', 'x-user', 'x-auth']
-
-function classify (name: string): boolean {
-  const canonical = name.toLowerCase().replace(/_/g, '-')
-  return IDENTITY_HEADERS.has(canonical) || IDENTITY_PREFIXES.some((prefix) => canonical.startsWith(prefix))
-}
-
-// Header names repeat from request to request: each is classified once. Bounded, so a client
-// sending random names cannot grow it.
-const classified = new Map<string, boolean>()
-const CLASSIFIED_NAMES = 512
-
-export function isIdentityHeader (name: string): boolean {
-  let identity = classified.get(name)
-  if (identity === undefined) {
-    identity = classify(name)
-    if (classified.size < CLASSIFIED_NAMES) classified.set(name, identity)
-  }
-  return identity
-}
 
 const NOTHING_LISTED: ReadonlySet<string> = new Set()
 
-/** The names a client listed in `Connection`: hop-by-hop by its own declaration, so never forwarded. */
+/** The names a sender listed in `Connection`: hop-by-hop by its own declaration, so never passed on. */
 function connectionListed (connection: string | string[] | undefined): ReadonlySet<string> {
   if (connection === undefined || connection === 'keep-alive' || connection === 'close') return NOTHING_LISTED
   const listed = new Set<string>()
@@ -83,19 +60,22 @@ export interface GatewayFacts {
   identity: { token: string, userId: string } | null
 }
 
-/**
- * The headers an upstream receives: the client's, less hop-by-hop, `Connection`-listed and
- * identity headers, plus the ones the gateway adds itself (added last, so a client's
- * `Connection: x-user-id` cannot remove them).
- */
-export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: GatewayFacts): Record<string, string | string[]> {
-  const listed = connectionListed(client.connection)
+/** The client's headers named in `allowed` (names arrive lower-cased from Node), nothing else. */
+export function allowedHeaders (client: IncomingHttpHeaders, allowed: ReadonlySet<string>): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
   for (const name of Object.keys(client)) {
     const value = client[name]
-    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name) || isIdentityHeader(name)) continue
-    headers[name] = value
+    if (value !== undefined && allowed.has(name)) headers[name] = value
   }
+  return headers
+}
+
+/**
+ * The headers the RAG or app upstream receives: the allowed client headers, then the ones the
+ * gateway vouches for (added last, so no client header can stand in for them).
+ */
+export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: GatewayFacts): Record<string, string | string[]> {
+  const headers = allowedHeaders(client, UPSTREAM_REQUEST_HEADERS)
   headers['x-forwarded-for'] = facts.clientIp
   headers['x-forwarded-host'] = facts.host
   headers['x-forwarded-proto'] = facts.protocol

@@ -2,7 +2,7 @@ import httpProxy from '@fastify/http-proxy'
 import { errorCodes } from 'fastify'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
-import { authResponseHeaders } from '../access/upstream-headers.ts'
+import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, authResponseHeaders } from '../access/upstream-headers.ts'
 import { redirectValues, refusedRedirect } from '../access/redirect-targets.ts'
 import { BadRedirectError, upstreamError } from '../errors.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
@@ -24,17 +24,22 @@ export function resolveAuthAlias (method: string, path: string): string {
   return alias !== undefined && (alias.method === method || (alias.method === 'GET' && method === 'HEAD')) ? alias.target : path
 }
 
+// What the proxy itself set for the hop to auth-core (reply-from writes them before the rewrite).
+const PROXY_SET = ['host', 'content-length'] as const
+
 /**
- * The headers the gateway vouches for: the client address it resolved (the socket, or the
- * `X-Forwarded-For` chain only with `TRUST_PROXY`), the public host and protocol.
+ * The headers auth-core receives: the allowed client headers, the hop's own, and the ones the
+ * gateway vouches for: the client address it resolved (the socket, or the `X-Forwarded-For` chain
+ * as far as `TRUST_PROXY` trusts it), the public host and protocol. Hop-by-hop headers a client sent
+ * (`Keep-Alive`, `Upgrade`) are not among them, so they never reach undici, which refuses them.
  */
 export function forwardedHeaders (request: Pick<FastifyRequest, 'ip' | 'host' | 'protocol'>, headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  return {
-    ...headers,
-    'x-forwarded-for': request.ip,
-    'x-forwarded-host': request.host,
-    'x-forwarded-proto': request.protocol
-  }
+  const forwarded: IncomingHttpHeaders = allowedHeaders(headers, AUTH_CORE_REQUEST_HEADERS)
+  for (const name of PROXY_SET) if (headers[name] !== undefined) forwarded[name] = headers[name]
+  forwarded['x-forwarded-for'] = request.ip
+  forwarded['x-forwarded-host'] = request.host
+  forwarded['x-forwarded-proto'] = request.protocol
+  return forwarded
 }
 
 export interface AuthProxyOptions {

@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { DEFAULT_TOKEN_TTL_SECONDS, userOfToken } from '../../shared/jwt.ts'
 import type { VerifiedToken } from '../../shared/jwt.ts'
 import { upstreamError } from '../errors.ts'
+import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS } from '../access/upstream-headers.ts'
 import { callerOf } from '../plugins/identity.ts'
 import type { Identity, SessionUser } from '../plugins/identity.ts'
 import { AUTH_CORE_PREFIX, forwardedHeaders } from './auth-proxy.ts'
@@ -15,8 +16,6 @@ export const VALIDATE_SESSION_PATH = '/api/validate-session'
 /** Seed-compatible alias of better-auth's `POST /update-user`, which changes the method too. */
 export const PROFILE_UPDATE_PATH = '/auth/user/profile'
 const UPDATE_USER_TARGET = `${AUTH_CORE_PREFIX}/update-user`
-// What auth-core needs to authenticate the caller and check the origin (CSRF), nothing more.
-const FORWARDED_REQUEST_HEADERS = ['cookie', 'origin', 'referer', 'user-agent', 'accept-language'] as const
 
 export interface TokenResponse {
   token: string
@@ -88,11 +87,8 @@ export default async function tokenRoutes (app: FastifyInstance): Promise<void> 
   })
 
   app.patch(PROFILE_UPDATE_PATH, { schema: { body: { type: 'object' } } }, async (request, reply) => {
-    const headers: IncomingHttpHeaders = { 'content-type': 'application/json', accept: 'application/json' }
-    for (const name of FORWARDED_REQUEST_HEADERS) {
-      const value = request.headers[name]
-      if (value !== undefined) headers[name] = value
-    }
+    // The body is sent again as JSON, whatever the client's own content headers said.
+    const headers: IncomingHttpHeaders = { ...allowedHeaders(request.headers, AUTH_CORE_REQUEST_HEADERS), 'content-type': 'application/json', accept: 'application/json' }
     let response
     try {
       response = await app.authCore.request({
