@@ -64,7 +64,8 @@ t.test('Keep-Alive and Upgrade from a client on /auth/* are dropped, not a 502',
   const config = testConfig(t, { DATABASE_URL: await testDatabase(t), LOG_LEVEL: 'info' })
   const stack = await startStack(config, { logger: { level: 'info', stream, redact: { paths: [...REDACT_PATHS], censor: '[redacted]' } } })
   t.teardown(() => stack.close())
-  for (const header of [['Keep-Alive', 'timeout=5'], ['Upgrade', 'websocket'], ['Proxy-Connection', 'keep-alive'], ['TE', 'trailers']] as const) {
+  const hopByHop: Array<[string, string]> = [['Keep-Alive', 'timeout=5'], ['Upgrade', 'websocket'], ['Proxy-Connection', 'keep-alive'], ['TE', 'trailers']]
+  for (const header of hopByHop) {
     const answer = await rawRequest(stack.url, 'GET', '/auth/get-session', [header])
     t.equal(answer.status, 200, `${header[0]}: answered by better-auth`)
     t.equal(answer.body, 'null')
