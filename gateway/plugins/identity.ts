@@ -159,6 +159,11 @@ export class IdentityResolver {
     return this.#sessions.get(key) ?? this.#unknownCookies.get(key)
   }
 
+  /** How many entries each cache holds (every key is a digest or an id: bounded in bytes too). */
+  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number } {
+    return { sessions: this.#sessions.size, unknownCookies: this.#unknownCookies.size, revocations: this.#revocations.size, verifiedTokens: this.#verifiedTokens.size }
+  }
+
   /** Drops expired entries of every cache (a timer calls it; reads drop them too). */
   sweep (): void {
     this.#sessions.sweep()
