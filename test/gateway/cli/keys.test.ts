@@ -1,0 +1,43 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { JWT_TEST_SECRET, SECRET, startTestStack, tempDir } from '../../helper.ts'
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+async function keys (args: string[], env: Record<string, string>): Promise<Run> {
+  const child = spawn(process.execPath, ['--import=tsx', 'gateway/cli/keys.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+  const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
+  return { code, stdout, stderr }
+}
+
+t.test('npm run keys -- rotate: a new key in service, the old one published through the overlap', async (t) => {
+  const stack = await startTestStack(t)
+  const env = { DATABASE_URL: stack.databaseUrl, JWT_SECRET: JWT_TEST_SECRET, BETTER_AUTH_SECRET: SECRET, DATA_DIR: tempDir(t) }
+  const jwksKids = async (): Promise<string[]> => ((await (await fetch(`${stack.url}/auth/jwks`)).json()) as { keys: Array<{ kid: string }> }).keys.map((key) => key.kid)
+  const [before] = await jwksKids()
+
+  const rotated = await keys(['rotate', '--overlap', '2 hours'], env)
+  t.equal(rotated.code, 0, rotated.stderr)
+  const created = /^created identity key (\S+)$/m.exec(rotated.stdout)?.[1]
+  t.ok(created, 'names the new key')
+  t.match(rotated.stdout, new RegExp(`^retiring identity key ${before} at \\S+$`, 'm'), 'names the key it retires')
+
+  const listed = await keys(['list'], env)
+  t.equal(listed.code, 0, listed.stderr)
+  t.match(listed.stdout, new RegExp(`^${created}  identity  created \\S+  in service$`, 'm'))
+  t.match(listed.stdout, new RegExp(`^${before}  identity  created \\S+  retiring at \\S+$`, 'm'))
+
+  await stack.gateway.keyRing.reload()
+  t.same((await jwksKids()).sort(), [before, created].sort(), 'the gateway publishes both')
+
+  const bad = await keys(['rotate', 'now'], env)
+  t.equal(bad.code, 2, 'unknown arguments: usage, exit 2')
+  t.match(bad.stderr, /usage: npm run keys -- rotate/)
+  const badOverlap = await keys(['rotate', '--overlap', 'soon'], env)
+  t.equal(badOverlap.code, 1)
+  t.match(badOverlap.stderr, /--overlap must be a positive duration/)
+})
