@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join, resolve } from 'node:path'
 
@@ -284,7 +284,9 @@ function loadDevSecrets (dataDir: string): DevSecrets {
     betterAuthSecret: randomBytes(32).toString('base64url'),
     jwtSecret: randomBytes(32).toString('base64url')
   }
-  mkdirSync(dataDir, { recursive: true })
+  // The folder holds the secrets and the embedded database: its owner's only.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  chmodSync(dataDir, 0o700)
   // 'wx' fails if another process won the race; then read what it wrote.
   try {
     writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: 'wx' })

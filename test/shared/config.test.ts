@@ -41,6 +41,7 @@ t.test('development secrets are generated once into DATA_DIR and reused', async 
   const file = join(dataDir, 'secrets.json')
   t.ok(existsSync(file))
   t.equal(statSync(file).mode & 0o777, 0o600, 'readable by the owner only')
+  t.equal(statSync(dataDir).mode & 0o777, 0o700, 'DATA_DIR itself is the owner\'s only')
   t.match(readFileSync(file, 'utf8'), first.jwtSecret)
 })
 
