@@ -19,7 +19,7 @@ export interface RateLimitPluginOptions {
 
 // The better-auth paths that check a password or send mail: a stolen session must not be able to
 // guess the password through change-password or delete-user outside the sign-in budget.
-const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up|change-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email)(?:\/|$)/
+const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up|change-password|verify-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
 const NAMESPACE = 'auth-gateway-rl:'
 // Distinct keys (addresses and users) the in-process store remembers, least recently seen dropped first.

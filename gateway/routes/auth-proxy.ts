@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, authResponseHeaders } from '../access/upstream-headers.ts'
 import { redirectValues, refusedRedirect } from '../access/redirect-targets.ts'
-import { BadRedirectError, upstreamError } from '../errors.ts'
+import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 
 export const AUTH_PREFIX = '/auth'
@@ -52,6 +52,7 @@ export interface AuthProxyOptions {
 // better-call's own test for a JSON body: any `application/…json` media type, by prefix.
 const JSON_BODY = /^application\/([a-z0-9.+-]*\+)?json/i
 const BODYLESS = new Set(['GET', 'HEAD'])
+const UTF8 = new TextDecoder()
 
 /** A query string or form body as name → every value it was given. */
 function formValues (encoded: string): Record<string, string[]> {
@@ -71,10 +72,12 @@ function requestParameters (request: FastifyRequest): unknown[] {
   if (!Buffer.isBuffer(body) || body.length === 0) return found
   const type = (request.headers['content-type'] ?? '').toLowerCase()
   if (JSON_BODY.test(type)) {
+    // Decoded as `Request.json()` decodes (a UTF-8 BOM is dropped); what cannot be read here is not
+    // passed on unchecked.
     try {
-      redirectValues(JSON.parse(body.toString('utf8')) as unknown, found)
+      redirectValues(JSON.parse(UTF8.decode(body)) as unknown, found)
     } catch {
-      // Not JSON: better-auth refuses it with its own 400.
+      throw new InvalidJsonError()
     }
   } else if (type.includes('application/x-www-form-urlencoded')) {
     redirectValues(formValues(body.toString('utf8')), found)

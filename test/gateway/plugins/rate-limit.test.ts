@@ -27,7 +27,7 @@ async function signedIn (stack: Stack): Promise<ReturnType<typeof cookieFetch>> 
 }
 
 t.test('the auth group: every path that checks a password or sends mail', async (t) => {
-  for (const path of ['/auth/sign-in/email', '/auth/sign-up/email', '/auth/change-password', '/auth/delete-user', '/auth/reset-password', '/auth/reset-password/abc',
+  for (const path of ['/auth/sign-in/email', '/auth/sign-up/email', '/auth/change-password', '/auth/verify-password', '/auth/delete-user', '/auth/reset-password', '/auth/reset-password/abc',
     '/auth/request-password-reset', '/auth/forget-password', '/auth/send-verification-email']) {
     t.ok(isAuthGroup(path), path)
   }
@@ -36,10 +36,11 @@ t.test('the auth group: every path that checks a password or sends mail', async 
   }
 })
 
-t.test('a stolen session cannot guess the password through change-password or delete-user', async (t) => {
+t.test('a stolen session cannot guess the password through change-password, verify-password or delete-user', async (t) => {
   const stack = await startTestStack(t, { AUTH_RATE_LIMIT_MAX: '3' })
   const cases: Array<[string, Record<string, string>]> = [
     ['/auth/change-password', { currentPassword: 'wrong password', newPassword: 'another long password' }],
+    ['/auth/verify-password', { password: 'wrong password' }],
     ['/auth/delete-user', { password: 'wrong password' }]
   ]
   for (const [path, body] of cases) {

@@ -32,6 +32,12 @@ t.test('redirect targets through /auth/* are checked after normalisation, in the
   }
   const variant = await fetch(`${stack.url}/auth/sign-in/email`, { method: 'POST', headers: { ...json, 'content-type': 'application/merge-patch+json' }, body: JSON.stringify({ callbackURL: '//evil.com' }) })
   t.equal(variant.status, 400, 'a JSON media type better-auth also parses is checked too')
+  const bom = await fetch(`${stack.url}/auth/sign-in/email`, { method: 'POST', headers: json, body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ email: 'a@example.com', password: 'x'.repeat(10), callbackURL: '/x/..//evil.com' }))]) })
+  t.equal(bom.status, 400, 'a body behind a UTF-8 byte-order mark is checked too')
+  t.equal((await bom.json() as ErrorBody).error, 'bad_redirect')
+  const unreadable = await fetch(`${stack.url}/auth/sign-in/email`, { method: 'POST', headers: json, body: '{"callbackURL": "//evil.com"' })
+  t.equal(unreadable.status, 400, 'a JSON body the gateway cannot read is not passed on unchecked')
+  t.equal((await unreadable.json() as ErrorBody).error, 'invalid_json')
   const form = await fetch(`${stack.url}/auth/sign-in/email`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: TEST_ORIGIN }, body: 'email=a%40example.com&callbackURL=%2F%2Fevil.com' })
   t.equal(form.status, 400, 'a form body is checked')
   const multipart = new FormData()
