@@ -2,6 +2,7 @@ import { decodeProtectedHeader, jwtVerify, SignJWT } from 'jose'
 import type { JWTPayload } from 'jose'
 import { SIGNING_ALGORITHM } from './signing-keys.ts'
 import type { KeyRing } from './signing-keys.ts'
+import { GENERATION_CLAIM } from './token-revocation.ts'
 
 export const JWT_ISSUER = 'better-auth'
 export const JWT_ALGORITHM = 'HS256'
@@ -112,8 +113,8 @@ export class EdDsaSigner implements TokenSigner {
   }
 }
 
-// Registered claims are the token's, not the user's.
-const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti'])
+// Registered claims (and the token generation) are the token's, not the user's.
+const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti', GENERATION_CLAIM])
 
 /** The user a client token vouches for: its claims less the registered ones, `sub` as `id`. */
 export function userOfToken (payload: VerifiedToken): { id: string, email: string, name: string, [claim: string]: unknown } {

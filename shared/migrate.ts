@@ -62,6 +62,16 @@ export const GATEWAY_MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX signing_key_purpose_idx ON signing_key (purpose, created_at DESC);
     `
+  },
+  {
+    version: 4,
+    name: 'token generations',
+    // Tokens from before this version carry no generation (0): a user revoked before it is at 1,
+    // so those tokens stay refused.
+    sql: `
+      ALTER TABLE token_revocation ADD COLUMN generation integer NOT NULL DEFAULT 0;
+      UPDATE token_revocation SET generation = 1;
+    `
   }
 ]
 

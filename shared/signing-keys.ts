@@ -172,6 +172,8 @@ export function jwks (keys: readonly SigningKey[]): { keys: PublicJwk[] } {
 const UNKNOWN_KID_RELOAD_MS = 10_000
 /** How often a running service picks up keys rotated by `npm run keys -- rotate`. @default 60 s */
 export const DEFAULT_KEY_REFRESH_MS = 60_000
+/** A new key signs only once it has been published this long: two refreshes of every replica. */
+export const KEY_ACTIVATION_MS = 2 * DEFAULT_KEY_REFRESH_MS
 
 export interface KeyRingOptions {
   /** Purposes this service signs with: each gets a key at startup when none exists. */
@@ -220,11 +222,18 @@ export class KeyRing {
     return this.#reloading
   }
 
-  /** The key new tokens of this purpose are signed with: the newest in service this secret can unseal. */
-  signingKey (purpose: KeyPurpose): SigningKey & { privateKey: CryptoKey } {
-    const key = this.#keys.find((k) => k.purpose === purpose && k.retiresAt === null && k.privateKey !== null)
+  /**
+   * The key new tokens of this purpose are signed with: the newest this secret can unseal that has
+   * been published for `KEY_ACTIVATION_MS`, so every replica and every upstream's cached JWKS knows
+   * it before a token names it (until then the key it replaces, still published, signs). With no key
+   * that old (the first start), the one published longest signs.
+   */
+  signingKey (purpose: KeyPurpose, now: number = Date.now()): SigningKey & { privateKey: CryptoKey } {
+    const usable = this.#keys.filter((k): k is SigningKey & { privateKey: CryptoKey } => k.purpose === purpose && k.privateKey !== null)
+    // Newest first; with none published long enough, the one published longest.
+    const key = usable.find((k) => k.createdAt.getTime() <= now - KEY_ACTIVATION_MS) ?? usable.at(-1)
     if (key === undefined) throw new Error(`no ${purpose} signing key is available`)
-    return key as SigningKey & { privateKey: CryptoKey }
+    return key
   }
 
   /** The published key of this purpose named `kid`, re-reading the set once if it is not known yet. */

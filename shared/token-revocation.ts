@@ -3,40 +3,45 @@ import type { Pool } from './db.ts'
 /** The response header by which auth-core tells the gateway whose tokens it just revoked (never sent on to clients). */
 export const REVOKED_USER_HEADER = 'x-auth-gateway-revoked-user'
 
+/** The claim of a client token naming the user's token generation it was issued in. */
+export const GENERATION_CLAIM = 'gen'
+
 /*
- * "Sign out everywhere" for stateless tokens: one timestamp per user (table `token_revocation`);
- * bearer tokens issued before it are refused by the gateway and by auth-core alike.
+ * "Sign out everywhere" for stateless tokens: one generation number per user (table
+ * `token_revocation`), raised by every revocation. A client token carries the generation it was
+ * issued in (`gen`) and passes only while that is still the user's: a revocation refuses every older
+ * token at once, and a token minted a millisecond later is valid at once (no clock resolution).
  */
 
-/** What `readTokensValidAfter` answers for a user who no longer exists: every token is refused. */
+/** What `readTokenGeneration` answers for a user who no longer exists: no token's generation reaches it. */
 export const USER_GONE = Number.POSITIVE_INFINITY
 
-/**
- * Bearer tokens of the user issued before this time (ms since the epoch) are refused; 0 when never
- * revoked, `USER_GONE` when the account was deleted (its revocation row went with it).
- */
-export async function readTokensValidAfter (db: Pool, userId: string): Promise<number> {
-  const { rows } = await db.query<{ at: Date | null }>(
-    'SELECT r.tokens_valid_after AS at FROM "user" u LEFT JOIN token_revocation r ON r.user_id = u.id WHERE u.id = $1',
+/** The user's current token generation: 0 when never revoked, `USER_GONE` when the account was deleted. */
+export async function readTokenGeneration (db: Pool, userId: string): Promise<number> {
+  const { rows } = await db.query<{ generation: number | null }>(
+    'SELECT r.generation FROM "user" u LEFT JOIN token_revocation r ON r.user_id = u.id WHERE u.id = $1',
     [userId]
   )
   if (rows.length === 0) return USER_GONE
-  return rows[0].at === null ? 0 : rows[0].at.getTime()
+  return rows[0].generation ?? 0
 }
 
-/**
- * Refuses every token of the user issued until now. Token `iat` has one-second resolution, so the
- * boundary is the next whole second: a token issued in this very second is refused too.
- */
+/** Refuses every token of the user issued until now: the next generation begins. */
 export async function revokeTokensNow (db: Pool, userId: string): Promise<void> {
   await db.query(
-    `INSERT INTO token_revocation (user_id, tokens_valid_after) VALUES ($1, date_trunc('second', now()) + interval '1 second')
-     ON CONFLICT (user_id) DO UPDATE SET tokens_valid_after = EXCLUDED.tokens_valid_after`,
+    `INSERT INTO token_revocation (user_id, tokens_valid_after, generation) VALUES ($1, now(), 1)
+     ON CONFLICT (user_id) DO UPDATE SET tokens_valid_after = now(), generation = token_revocation.generation + 1`,
     [userId]
   )
 }
 
-/** Whether a token issued at `iat` (seconds) predates the user's revocation time (ms). */
-export function issuedBeforeRevocation (iat: number, validAfterMs: number): boolean {
-  return iat * 1000 < validAfterMs
+/** The generation a verified token was issued in (tokens from before generations existed: 0). */
+export function generationOf (payload: Record<string, unknown>): number {
+  const generation = payload[GENERATION_CLAIM]
+  return typeof generation === 'number' && Number.isInteger(generation) && generation >= 0 ? generation : 0
+}
+
+/** Whether a token of generation `tokenGeneration` was revoked: issued before the user's current one. */
+export function isRevoked (tokenGeneration: number, currentGeneration: number): boolean {
+  return tokenGeneration < currentGeneration
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Pool } from '../../shared/db.ts'
 import { bearerToken, ClientTokenVerifier, userOfToken } from '../../shared/jwt.ts'
 import type { KeyRing } from '../../shared/signing-keys.ts'
-import { issuedBeforeRevocation, readTokensValidAfter } from '../../shared/token-revocation.ts'
+import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
 
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
 
@@ -48,7 +48,7 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
         return { user: null }
       }
       // A deleted user's token vouches for no one; the answer is the gateway's, field for field.
-      if (issuedBeforeRevocation(payload.iat, await readTokensValidAfter(options.pool, payload.sub))) return { user: null }
+      if (isRevoked(generationOf(payload), await readTokenGeneration(options.pool, payload.sub))) return { user: null }
       return { user: userOfToken(payload), session: null }
     }
     const headers = new Headers()

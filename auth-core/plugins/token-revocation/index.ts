@@ -4,7 +4,7 @@ import type { Pool } from '../../../shared/db.ts'
 import { REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
 
 /** better-auth endpoints after whose success none of the user's earlier bearer tokens may pass. */
-export const REVOKING_PATHS: ReadonlySet<string> = new Set(['/revoke-sessions', '/change-password', '/reset-password', '/delete-user'])
+export const REVOKING_PATHS: ReadonlySet<string> = new Set(['/revoke-sessions', '/revoke-other-sessions', '/change-password', '/reset-password', '/delete-user'])
 
 export interface TokenRevocationOptions {
   pool: Pool
@@ -28,8 +28,9 @@ async function targetUser (ctx: HookContext): Promise<string | undefined> {
 }
 
 /**
- * Ties stateless bearer tokens to the account: "sign out everywhere", a password change that revokes
- * the other sessions, a password reset and deleting the user all refuse the user's older tokens, in
+ * Ties stateless bearer tokens to the account: "sign out everywhere", "sign out other devices" (a
+ * token names no device, so all of them go; the caller mints a new one at once), a password change
+ * that revokes the other sessions, a password reset and deleting the user all refuse the user's older tokens, in
  * the same database the gateway and validate-session read. The answer names the user in an internal
  * header, so the gateway drops its cached sessions and revocation time before the client sees it.
  */

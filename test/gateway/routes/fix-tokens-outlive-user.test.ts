@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { postJson, startTestStack } from '../../helper.ts'
+import { cookieFetch, postJson, startTestStack } from '../../helper.ts'
 import { recordingUpstream } from '../../upstream.ts'
 import { bearer, issueToken, PASSWORD, signUp, validate } from '../../readers.ts'
 import type { Reader } from '../../readers.ts'
@@ -63,11 +63,26 @@ t.test('token lifecycle follows the account', async (t) => {
     t.equal(revoking.status, 200)
     t.notOk(await accepted(stack, token), 'refused at once after revokeOtherSessions')
     await bothAgree(t, stack, token, null, 'after change-password')
+    const fresh = await issueToken(stack, reader)
+    t.ok(await accepted(stack, fresh.token), 'a token minted right after, in the same second, works at once')
 
     const wrong = await readerWithToken()
     const refused = await postJson(wrong.reader.browser, `${stack.url}/auth/change-password`, { currentPassword: 'not the password', newPassword: 'another horse battery', revokeOtherSessions: true })
     t.equal(refused.status, 400, 'a wrong current password changes nothing')
     t.ok(await accepted(stack, wrong.token), '... and revokes nothing')
+  })
+
+  t.test('"sign out other devices" refuses every older token too: a token names no device', async (t) => {
+    const { reader, token } = await readerWithToken()
+    const thief = cookieFetch()
+    t.equal((await postJson(thief, `${stack.url}/auth/signin`, { email: reader.email, password: PASSWORD })).status, 200)
+    const stolen = await (await thief(`${stack.url}/auth/jwt`)).json() as { token: string }
+    t.ok(await accepted(stack, stolen.token))
+    t.equal((await postJson(reader.browser, `${stack.url}/auth/revoke-other-sessions`, {})).status, 200)
+    t.notOk(await accepted(stack, stolen.token), 'the other device\'s token is refused at once')
+    t.notOk(await accepted(stack, token), 'so is every older token of the user')
+    await bothAgree(t, stack, stolen.token, null, 'after revoke-other-sessions')
+    t.ok(await accepted(stack, (await issueToken(stack, reader)).token), 'the reader mints a new one at once')
   })
 
   t.test('a password reset refuses every older token and session', async (t) => {

@@ -158,9 +158,18 @@ t.test('key rotation: new tokens under the new key, the old key published throug
   t.equal(report.created.length, 1)
   t.same(report.retiring.map((key) => key.kid), [oldKid], 'the key in service starts its overlap window')
   await stack.gateway.keyRing.reload()
+  const published = ((await (await fetch(`${stack.url}/auth/jwks`)).json()) as { keys: Array<{ kid: string }> }).keys.map((key) => key.kid)
+  t.ok(published.includes(report.created[0].kid), 'the new key is published at once')
 
   const second = await signUp(stack)
   t.equal(await askRag(stack, second.cookie), 200)
+  t.equal(decodeProtectedHeader(lastToken(rag)).kid, oldKid, 'until every replica and upstream can know it, the old key signs')
+
+  // Published long enough: the new key signs.
+  await stack.pool.query("UPDATE signing_key SET created_at = now() - interval '5 minutes' WHERE kid = $1", [report.created[0].kid])
+  await stack.gateway.keyRing.reload()
+  const third = await signUp(stack)
+  t.equal(await askRag(stack, third.cookie), 200)
   const after = lastToken(rag)
   t.equal(decodeProtectedHeader(after).kid, report.created[0].kid, 'new tokens are signed with the new key')
   await t.resolves(verifyIdentityToken(stack.url, before, 'rag'), 'a token of the old key still verifies in the overlap')
