@@ -63,7 +63,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
-  await app.register(tokenRoutes)
-  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs, upstreamTokens: config.upstreamTokens, jwtSecret: config.jwtSecret })
+  await app.register(tokenRoutes, { publicUrl: config.publicUrl })
+  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs, upstreamTokens: config.upstreamTokens, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl })
   return app
 }

@@ -5,10 +5,11 @@ import type { JwtAlg, UserField } from '../../shared/config.ts'
 import { bearerToken, ClientTokenVerifier, CLOCK_TOLERANCE_SECONDS, EdDsaSigner, JwtKeys } from '../../shared/jwt.ts'
 import { KeyRing } from '../../shared/signing-keys.ts'
 import type { KeyPurpose } from '../../shared/signing-keys.ts'
-import { issuedBeforeRevocation, readTokensValidAfter } from '../../shared/token-revocation.ts'
+import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
 import type { TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
-import { AuthCoreUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
+import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
+import { clientAddress } from '../client-address.ts'
 
 export interface SessionUser {
   id: string
@@ -38,7 +39,7 @@ export interface Identity {
 export type Resolution =
   | { identity: Identity, error: null }
   | { identity: null, error: null }
-  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof InvalidTokenError> }
+  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof InvalidTokenError> }
 
 /**
  * Adds claims to the identity token sent upstream (e.g. consented profile fields). Answers
@@ -83,7 +84,8 @@ export interface IdentityPluginOptions {
 
 interface VerifiedEntry {
   exp: number
-  iat: number
+  /** The token generation it was issued in. */
+  generation: number
   resolution: { identity: Identity, error: null }
 }
 
@@ -124,7 +126,7 @@ function customClaims (user: Record<string, unknown>, fields: readonly UserField
 
 /**
  * Resolves cookie sessions through auth-core's get-session (cached briefly, evicted at sign-out) and
- * bearer JWTs locally with jose, with per-user revocation (`tokensValidAfter`).
+ * bearer JWTs locally with jose, with per-user revocation (the token generation).
  */
 export class IdentityResolver {
   readonly #app: FastifyInstance
@@ -207,7 +209,7 @@ export class IdentityResolver {
       const response = await this.#app.authCore.request({
         method: 'GET',
         path: '/api/auth/get-session',
-        headers: { cookie: cookies, 'x-forwarded-for': request.ip, accept: 'application/json' }
+        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' }
       })
       if (response.statusCode !== 200) {
         await response.body.dump()
@@ -253,9 +255,9 @@ export class IdentityResolver {
   #bearerNow (token: string): Resolution | undefined {
     const verified = this.#verifiedToken(token)
     if (verified === undefined) return undefined
-    const validAfter = this.#revocations.get(verified.resolution.identity.userId)
-    if (validAfter === undefined) return undefined
-    return issuedBeforeRevocation(verified.iat, validAfter) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
+    const current = this.#revocations.get(verified.resolution.identity.userId)
+    if (current === undefined) return undefined
+    return isRevoked(verified.generation, current) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
   }
 
   async #resolveBearer (token: string): Promise<Resolution> {
@@ -270,29 +272,29 @@ export class IdentityResolver {
       const { sub, email, name } = payload
       const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
       const identity: Identity = { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) }
-      verified = { exp: payload.exp, iat: payload.iat, resolution: { identity, error: null } }
+      verified = { exp: payload.exp, generation: generationOf(payload), resolution: { identity, error: null } }
       this.#verifiedTokens.set(token, verified)
     }
     const userId = verified.resolution.identity.userId
-    let validAfter = this.#revocations.get(userId)
-    if (validAfter === undefined) {
+    let current = this.#revocations.get(userId)
+    if (current === undefined) {
       try {
-        validAfter = await this.tokensValidAfter(userId)
+        current = await this.tokenGeneration(userId)
       } catch (err) {
-        return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+        return { identity: null, error: new DatabaseUnavailableError({ cause: err }) }
       }
     }
-    if (issuedBeforeRevocation(verified.iat, validAfter)) return { identity: null, error: new InvalidTokenError() }
+    if (isRevoked(verified.generation, current)) return { identity: null, error: new InvalidTokenError() }
     return verified.resolution
   }
 
-  /** Bearer tokens issued before this time (ms) are refused; 0 when the user never revoked. */
-  async tokensValidAfter (userId: string): Promise<number> {
+  /** The user's token generation: tokens of an older one are refused (`USER_GONE` once deleted). */
+  async tokenGeneration (userId: string): Promise<number> {
     const cached = this.#revocations.get(userId)
     if (cached !== undefined) return cached
-    const validAfter = await readTokensValidAfter(this.#app.pg, userId)
-    this.#revocations.set(userId, validAfter)
-    return validAfter
+    const generation = await readTokenGeneration(this.#app.pg, userId)
+    this.#revocations.set(userId, generation)
+    return generation
   }
 }
 

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import { createRequire } from 'node:module'
 import type { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import { clientAddress } from '../client-address.ts'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './hygiene.ts'
 import { RAG_ROUTES } from '../routes/upstreams.ts'
@@ -77,8 +78,8 @@ class Budget {
 }
 
 /**
- * Three budgets, decided on the normalised path and the client address Fastify resolved (the socket,
- * or the rightmost untrusted `X-Forwarded-For` entry with `TRUST_PROXY`): every route; the auth
+ * Three budgets, decided on the normalised path and the canonical client address (the socket, or
+ * the rightmost untrusted `X-Forwarded-For` entry with `TRUST_PROXY`): every route; the auth
  * group; the RAG routes per user when signed in, per address when not. The RAG check runs after the
  * access policy has resolved the caller.
  */
@@ -108,7 +109,7 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
       done()
       return
     }
-    const ip = request.ip
+    const ip = clientAddress(request)
     if (!isAuthGroup(routedPath(request))) {
       general.take(request, `all:${ip}`, done)
       return
@@ -123,7 +124,7 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
       done()
       return
     }
-    if (request.identity === null) ragAnon.take(request, `rag-ip:${request.ip}`, done)
+    if (request.identity === null) ragAnon.take(request, `rag-ip:${clientAddress(request)}`, done)
     else ragUser.take(request, `rag-user:${request.identity.userId}`, done)
   })
 }

@@ -5,6 +5,8 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, authResponseHeaders } from '../access/upstream-headers.ts'
 import { redirectValues, refusedRedirect } from '../access/redirect-targets.ts'
 import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
+import { clientAddress, publicFacts } from '../client-address.ts'
+import type { AddressedRequest } from '../client-address.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 
 export const AUTH_PREFIX = '/auth'
@@ -29,17 +31,21 @@ const PROXY_SET = ['host', 'content-length'] as const
 
 /**
  * The headers auth-core receives: the allowed client headers, the hop's own, and the ones the
- * gateway vouches for: the client address it resolved (the socket, or the `X-Forwarded-For` chain
- * as far as `TRUST_PROXY` trusts it), the public host and protocol. Hop-by-hop headers a client sent
- * (`Keep-Alive`, `Upgrade`) are not among them, so they never reach undici, which refuses them.
+ * gateway vouches for: the canonical client address (the socket, or the `X-Forwarded-For` chain as
+ * far as `TRUST_PROXY` trusts it), and the host and protocol of `PUBLIC_URL` — never a client's
+ * `X-Forwarded-Host`/`-Proto`, which Fastify believes under `TRUST_PROXY`. Hop-by-hop headers a
+ * client sent (`Keep-Alive`, `Upgrade`) are not among them, so they never reach undici, which refuses them.
  */
-export function forwardedHeaders (request: Pick<FastifyRequest, 'ip' | 'host' | 'protocol'>, headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const forwarded: IncomingHttpHeaders = allowedHeaders(headers, AUTH_CORE_REQUEST_HEADERS)
-  for (const name of PROXY_SET) if (headers[name] !== undefined) forwarded[name] = headers[name]
-  forwarded['x-forwarded-for'] = request.ip
-  forwarded['x-forwarded-host'] = request.host
-  forwarded['x-forwarded-proto'] = request.protocol
-  return forwarded
+export function forwardedHeaders (publicUrl: string): (request: AddressedRequest, headers: IncomingHttpHeaders) => IncomingHttpHeaders {
+  const { host, protocol } = publicFacts(publicUrl)
+  return (request, headers) => {
+    const forwarded: IncomingHttpHeaders = allowedHeaders(headers, AUTH_CORE_REQUEST_HEADERS)
+    for (const name of PROXY_SET) if (headers[name] !== undefined) forwarded[name] = headers[name]
+    forwarded['x-forwarded-for'] = clientAddress(request)
+    forwarded['x-forwarded-host'] = host
+    forwarded['x-forwarded-proto'] = protocol
+    return forwarded
+  }
 }
 
 export interface AuthProxyOptions {
@@ -98,6 +104,7 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
   await app.register(httpProxy, {
     upstream: options.authCoreUrl,
     proxyPayloads: false,
+    disableRequestLogging: true,
     preHandler: async (request) => {
       const refused = refusedRedirect(requestParameters(request), options.publicUrl, allowedOrigins)
       if (refused !== undefined) {
@@ -122,7 +129,7 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
       bodyTimeout: 10_000
     },
     replyOptions: {
-      rewriteRequestHeaders: forwardedHeaders,
+      rewriteRequestHeaders: forwardedHeaders(options.publicUrl),
       rewriteHeaders: (headers, request) => {
         // auth-core revoked every token of this user: forget what this replica cached of them
         // before the answer leaves, so the client's next request is already refused.

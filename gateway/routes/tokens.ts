@@ -2,7 +2,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { DEFAULT_TOKEN_TTL_SECONDS, userOfToken } from '../../shared/jwt.ts'
 import type { VerifiedToken } from '../../shared/jwt.ts'
-import { upstreamError } from '../errors.ts'
+import { UnauthorizedError, upstreamError } from '../errors.ts'
+import { GENERATION_CLAIM, USER_GONE } from '../../shared/token-revocation.ts'
 import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS } from '../access/upstream-headers.ts'
 import { callerOf } from '../plugins/identity.ts'
 import type { Identity, SessionUser } from '../plugins/identity.ts'
@@ -16,6 +17,11 @@ export const VALIDATE_SESSION_PATH = '/api/validate-session'
 /** Seed-compatible alias of better-auth's `POST /update-user`, which changes the method too. */
 export const PROFILE_UPDATE_PATH = '/auth/user/profile'
 const UPDATE_USER_TARGET = `${AUTH_CORE_PREFIX}/update-user`
+
+export interface TokenRoutesOptions {
+  /** The host and protocol auth-core is told the client used. */
+  publicUrl: string
+}
 
 export interface TokenResponse {
   token: string
@@ -50,13 +56,17 @@ function noStore (reply: FastifyReply): void {
  * `GET /auth/jwt` (a 7-day HS256 token), `GET /api/validate-session` (who a cookie or bearer token
  * belongs to, for Python backends) and `PATCH /auth/user/profile` (better-auth's update-user).
  */
-export default async function tokenRoutes (app: FastifyInstance): Promise<void> {
+export default async function tokenRoutes (app: FastifyInstance, options: TokenRoutesOptions): Promise<void> {
+  const toAuthCore = forwardedHeaders(options.publicUrl)
   app.get(TOKEN_PATH, async (request, reply): Promise<TokenResponse> => {
     const identity = callerOf(request)
+    // The token belongs to the user's current generation: the next revocation refuses it.
+    const generation = await app.identities.tokenGeneration(identity.userId)
+    if (generation === USER_GONE) throw new UnauthorizedError()
     const now = Date.now()
     const { token, expiresAt } = await app.clientTokens.signer.sign(
       identity.userId,
-      { email: identity.email, name: identity.name, ...identity.claims },
+      { email: identity.email, name: identity.name, ...identity.claims, [GENERATION_CLAIM]: generation },
       tokenTtl(identity, now),
       now
     )
@@ -94,7 +104,7 @@ export default async function tokenRoutes (app: FastifyInstance): Promise<void> 
       response = await app.authCore.request({
         method: 'POST',
         path: UPDATE_USER_TARGET,
-        headers: forwardedHeaders(request, headers),
+        headers: toAuthCore(request, headers),
         body: JSON.stringify(request.body ?? {})
       })
     } catch (err) {

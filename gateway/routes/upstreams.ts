@@ -6,6 +6,8 @@ import { EdDsaSigner, IDENTITY_TOKEN_TTL_SECONDS, IDENTITY_TOKEN_TYPE, JwtKeys }
 import type { TokenClaims, TokenSigner } from '../../shared/jwt.ts'
 import type { UpstreamName, UpstreamTokenConfig } from '../../shared/config.ts'
 import { clientResponseHeaders, upstreamRequestHeaders } from '../access/upstream-headers.ts'
+import { clientAddress, publicFacts } from '../client-address.ts'
+import type { PublicFacts } from '../client-address.ts'
 import { isSameSiteWrite } from '../access/csrf.ts'
 import { TtlCache } from '../ttl-cache.ts'
 import { CsrfRejectedError, RagUpstreamNotConfiguredError, upstreamError } from '../errors.ts'
@@ -33,6 +35,8 @@ export interface UpstreamRoutesOptions {
   upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
   /** `JWT_SECRET`: the pseudonymous subjects are keyed with a key derived from it. */
   jwtSecret: string
+  /** `PUBLIC_URL`: its host and protocol are the `X-Forwarded-Host`/`-Proto` upstreams receive. */
+  publicUrl: string
 }
 
 function createUpstreamPool (url: string, timeoutMs: number): Pool {
@@ -159,14 +163,15 @@ function call (pool: Pool, options: Dispatcher.DispatchOptions): Promise<Upstrea
   })
 }
 
-async function forward (tokens: IdentityTokens, pool: Pool, name: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+async function forward (tokens: IdentityTokens, pool: Pool, name: string, origin: PublicFacts, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const identity = request.identity
   const issued = identity === null ? null : tokens.for(identity)
   const upstreamIdentity = issued instanceof Promise ? await issued : issued
   const headers = upstreamRequestHeaders(request.headers, {
-    clientIp: request.ip,
-    host: request.host,
-    protocol: request.protocol,
+    clientIp: clientAddress(request),
+    // Not `request.host`/`protocol`: under TRUST_PROXY those are the client's X-Forwarded-Host/-Proto.
+    host: origin.host,
+    protocol: origin.protocol,
     identity: upstreamIdentity
   })
   let answer: UpstreamAnswer
@@ -210,6 +215,7 @@ function bufferBodies (scope: FastifyInstance, contentTypes: string | string[], 
 export default async function upstreamRoutes (app: FastifyInstance, options: UpstreamRoutesOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS
   const pseudonym = pseudonymousSubjects(options.jwtSecret)
+  const origin = publicFacts(options.publicUrl)
   const ragTokens = new IdentityTokens(app, 'rag', options.upstreamTokens.rag, pseudonym)
   const appTokens = new IdentityTokens(app, 'app', options.upstreamTokens.app, pseudonym)
   const rag = options.ragUpstreamUrl === undefined ? undefined : createUpstreamPool(options.ragUpstreamUrl, timeoutMs)
@@ -223,7 +229,7 @@ export default async function upstreamRoutes (app: FastifyInstance, options: Ups
     for (const url of RAG_ROUTES) {
       scope.post(url, { config: { identity: 'optional' } }, async (request, reply) => {
         if (rag === undefined) throw new RagUpstreamNotConfiguredError()
-        return forward(ragTokens, rag, 'rag', request, reply)
+        return forward(ragTokens, rag, 'rag', origin, request, reply)
       })
     }
   })
@@ -241,7 +247,7 @@ export default async function upstreamRoutes (app: FastifyInstance, options: Ups
         if (SAFE_METHODS.has(request.method) || request.identity === null) return
         if (!isSameSiteWrite(request, request.identity, options.writeOrigins)) throw new CsrfRejectedError()
       },
-      handler: async (request, reply) => forward(appTokens, appUpstream, 'app', request, reply)
+      handler: async (request, reply) => forward(appTokens, appUpstream, 'app', origin, request, reply)
     })
   })
 }

@@ -1,5 +1,8 @@
 import t from 'tap'
+import { forwardedHeaders } from '../../../gateway/routes/auth-proxy.ts'
 import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+import { rawRequest } from '../../raw-http.ts'
+import { recordingUpstream } from '../../upstream.ts'
 
 const PASSWORD = 'correct horse battery'
 
@@ -45,4 +48,58 @@ t.test('TRUST_PROXY as addresses: the client is the rightmost untrusted entry', 
 t.test('without TRUST_PROXY, X-Forwarded-For is ignored', async (t) => {
   const stack = await startTestStack(t)
   t.equal(await sessionIp(stack.url, '1.2.3.4, 5.6.7.8'), '127.0.0.1')
+})
+
+/** A wrong-password sign-in over a raw socket, so the `X-Forwarded-For` value reaches the gateway exactly as written. */
+function rawSignIn (base: string, forwardedFor: string) {
+  return rawRequest(base, 'POST', '/auth/sign-in/email', [['Content-Type', 'application/json'], ['Origin', TEST_ORIGIN], ['X-Forwarded-For', forwardedFor]],
+    JSON.stringify({ email: 'nobody@example.com', password: 'wrong password' }))
+}
+
+t.test('TRUST_PROXY=1: every spelling of one address shares its budget', async (t) => {
+  const stack = await startTestStack(t, { TRUST_PROXY: '1', AUTH_RATE_LIMIT_MAX: '3' })
+  const spellings = ['::ffff:9.9.9.9', '0:0:0:0:0:ffff:909:909', '[::ffff:9.9.9.9]', '9.9.9.9:1234', '::FFFF:9.9.9.9', '9.9.9.9']
+  const statuses: number[] = []
+  for (const spelling of spellings) statuses.push((await rawSignIn(stack.url, spelling)).status)
+  t.same(statuses, [401, 401, 401, 429, 429, 429], `the fourth spelling of 9.9.9.9 is refused (${spellings.join(' | ')})`)
+  const v6: number[] = []
+  for (const spelling of ['2001:DB8::1', '2001:db8:0:0:0:0:0:1', '[2001:0db8::0001]:80', '2001:db8::1']) v6.push((await rawSignIn(stack.url, spelling)).status)
+  t.same(v6, [401, 401, 401, 429], 'upper-case and uncompressed IPv6 too')
+})
+
+t.test('TRUST_PROXY=1: a value that is not an address is the connecting peer, not a fresh budget', async (t) => {
+  const stack = await startTestStack(t, { TRUST_PROXY: '1', AUTH_RATE_LIMIT_MAX: '3' })
+  const statuses: number[] = []
+  for (let i = 1; i <= 4; i++) statuses.push((await rawSignIn(stack.url, `not-an-ip-${i}`)).status)
+  t.same(statuses, [401, 401, 401, 429], 'rotating garbage does not reset the budget')
+  t.equal((await rawSignIn(stack.url, '127.0.0.1')).status, 429, 'it was the budget of the socket, 127.0.0.1')
+  t.equal((await rawSignIn(stack.url, '203.0.113.7')).status, 401, 'a real address still has its own')
+})
+
+t.test('TRUST_PROXY=1: the session records the canonical address', async (t) => {
+  const stack = await startTestStack(t, { TRUST_PROXY: '1' })
+  t.equal(await sessionIp(stack.url, '1.2.3.4, ::ffff:5.6.7.8'), '5.6.7.8', 'IPv4-mapped → IPv4')
+  t.equal(await sessionIp(stack.url, 'not-an-ip'), '127.0.0.1', 'garbage → the socket')
+})
+
+t.test('the host and protocol auth-core is told are those of PUBLIC_URL', async (t) => {
+  // What Fastify resolves under TRUST_PROXY from a client's X-Forwarded-For/-Host/-Proto.
+  const request = { ip: '::FFFF:9.9.9.9', host: 'evil.example', protocol: 'gopher', socket: { remoteAddress: '127.0.0.1' } }
+  const headers = forwardedHeaders('https://docs.example.com')(request, { 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'gopher', cookie: 'a=b' })
+  t.equal(headers['x-forwarded-for'], '9.9.9.9')
+  t.equal(headers['x-forwarded-host'], 'docs.example.com')
+  t.equal(headers['x-forwarded-proto'], 'https')
+  t.equal(headers.cookie, 'a=b')
+})
+
+t.test('TRUST_PROXY=1: a client X-Forwarded-Host/-Proto never reaches the RAG upstream', async (t) => {
+  const rag = await recordingUpstream(t)
+  const stack = await startTestStack(t, { TRUST_PROXY: '1', RAG_UPSTREAM_URL: rag.url })
+  const answer = await rawRequest(stack.url, 'POST', '/api/v1/query', [['Content-Type', 'application/json'], ['Origin', TEST_ORIGIN],
+    ['X-Forwarded-For', '::ffff:203.0.113.5'], ['X-Forwarded-Host', 'evil.example'], ['X-Forwarded-Proto', 'gopher']], JSON.stringify({ query: 'hello' }))
+  t.equal(answer.status, 200)
+  const seen = rag.requests.at(-1)
+  t.equal(seen?.headers['x-forwarded-host'], 'localhost:8000', 'the host of PUBLIC_URL')
+  t.equal(seen?.headers['x-forwarded-proto'], 'http', 'the protocol of PUBLIC_URL')
+  t.equal(seen?.headers['x-forwarded-for'], '203.0.113.5', 'the canonical client address')
 })
