@@ -1,7 +1,10 @@
 import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { startTestStack } from './helper.ts'
 import type { Teardown } from './helper.ts'
+import type { Stack } from '../gateway/stack.ts'
+import type { Env } from '../shared/config.ts'
 
 export interface Recorded {
   method: string
@@ -44,4 +47,41 @@ export async function recordingUpstream (t: Teardown, answer: (req: Recorded) =>
     upstream.server.close(() => { resolve() })
   }))
   return upstream
+}
+
+export interface UpstreamStack {
+  stack: Stack
+  rag: RecordingUpstream
+  app: RecordingUpstream
+}
+
+/** The whole stack with a recording RAG and app upstream. */
+export async function stackWithUpstreams (t: Teardown, env: Env = {}): Promise<UpstreamStack> {
+  const rag = await recordingUpstream(t)
+  const app = await recordingUpstream(t)
+  const stack = await startTestStack(t, { RAG_UPSTREAM_URL: rag.url, APP_UPSTREAM_URL: app.url, ...env })
+  return { stack, rag, app }
+}
+
+/** The identity token the upstream received with its last request. */
+export function lastBearer (upstream: RecordingUpstream): string {
+  const match = /^Bearer (\S+)$/.exec(String(upstream.requests.at(-1)?.headers.authorization))
+  if (match === null) throw new Error('the upstream received no bearer token')
+  return match[1]
+}
+
+async function statusOf (response: Promise<Response>): Promise<number> {
+  const answer = await response
+  await answer.arrayBuffer()
+  return answer.status
+}
+
+/** A signed-in RAG question (`POST /api/v1/query`); the status it got. */
+export async function askRag (stack: Pick<Stack, 'url'>, cookie: string): Promise<number> {
+  return statusOf(fetch(`${stack.url}/api/v1/query`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"q":"x"}' }))
+}
+
+/** A signed-in app-upstream call (`GET /api/private`); the status it got. */
+export async function askApp (stack: Pick<Stack, 'url'>, cookie: string): Promise<number> {
+  return statusOf(fetch(`${stack.url}/api/private`, { headers: { cookie } }))
 }

@@ -1,13 +1,9 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { decodeProtectedHeader } from 'jose'
-import { JWT_TEST_SECRET, startTestStack } from '../helper.ts'
-import type { Teardown } from '../helper.ts'
-import { recordingUpstream } from '../upstream.ts'
-import type { RecordingUpstream } from '../upstream.ts'
+import { JWT_TEST_SECRET } from '../helper.ts'
+import { askApp, askRag, lastBearer, stackWithUpstreams } from '../upstream.ts'
 import { bearer, issueToken, signUp } from '../readers.ts'
-import type { Env } from '../../shared/config.ts'
-import type { Stack } from '../../gateway/stack.ts'
 
 /*
  * What a Python service writes to verify the gateway's tokens, run by Debian's PyJWT (python3-jwt,
@@ -85,31 +81,6 @@ async function runPython (script: string, vars: Record<string, string>): Promise
   })
 }
 
-async function stackWith (t: Teardown, env: Env = {}): Promise<{ stack: Stack, rag: RecordingUpstream, app: RecordingUpstream }> {
-  const rag = await recordingUpstream(t)
-  const app = await recordingUpstream(t)
-  const stack = await startTestStack(t, { RAG_UPSTREAM_URL: rag.url, APP_UPSTREAM_URL: app.url, ...env })
-  return { stack, rag, app }
-}
-
-function lastToken (upstream: RecordingUpstream): string {
-  const match = /^Bearer (\S+)$/.exec(String(upstream.requests.at(-1)?.headers.authorization))
-  if (match === null) throw new Error('the upstream received no bearer token')
-  return match[1]
-}
-
-async function askRag (stack: Stack, cookie: string): Promise<number> {
-  const response = await fetch(`${stack.url}/api/v1/query`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"q":"x"}' })
-  await response.arrayBuffer()
-  return response.status
-}
-
-async function askApp (stack: Stack, cookie: string): Promise<number> {
-  const response = await fetch(`${stack.url}/api/private`, { headers: { cookie } })
-  await response.arrayBuffer()
-  return response.status
-}
-
 const probe = await new Promise<string | null>((resolve) => {
   execFile(PYTHON, ['-c', 'import jwt, cryptography'], { env: { PATH: '/usr/bin:/bin' } }, (err, _stdout, stderr) => {
     resolve(err === null ? null : `${err.message}\n${stderr}`)
@@ -121,7 +92,7 @@ if (probe !== null) {
   t.fail(`${PYTHON} cannot import jwt and cryptography: install python3-jwt python3-cryptography (as .ci/run does)\n${probe}`)
 } else {
   t.test('client tokens: jwt.decode(token, JWT_SECRET, algorithms=["HS256"], issuer="better-auth")', async (t) => {
-    const { stack } = await stackWith(t)
+    const { stack } = await stackWithUpstreams(t)
     const reader = await signUp(stack)
     const { token } = await issueToken(stack, reader)
     t.equal(decodeProtectedHeader(token).alg, 'HS256')
@@ -138,10 +109,10 @@ if (probe !== null) {
   })
 
   t.test('identity tokens under the upstream\'s own secret: RAG_UPSTREAM_JWT_SECRET verifies, JWT_SECRET refuses', async (t) => {
-    const { stack, rag } = await stackWith(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET })
+    const { stack, rag } = await stackWithUpstreams(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET })
     const reader = await signUp(stack)
     t.equal(await askRag(stack, reader.cookie), 200)
-    const token = lastToken(rag)
+    const token = lastBearer(rag)
     t.equal(decodeProtectedHeader(token).alg, 'HS256')
 
     const ok = await runPython(UPSTREAM_SECRET_CHECK, { TOKEN: token, RAG_UPSTREAM_JWT_SECRET: RAG_SECRET })
@@ -156,11 +127,11 @@ if (probe !== null) {
   })
 
   t.test('EdDSA identity tokens (the default): PyJWT with the keys of GET /auth/jwks', async (t) => {
-    const { stack, rag, app } = await stackWith(t)
+    const { stack, rag, app } = await stackWithUpstreams(t)
     const reader = await signUp(stack)
     const jwksUrl = `${stack.url}/auth/jwks`
     t.equal(await askRag(stack, reader.cookie), 200)
-    const ragToken = lastToken(rag)
+    const ragToken = lastBearer(rag)
     const header = decodeProtectedHeader(ragToken)
     t.equal(header.alg, 'EdDSA')
     t.type(header.kid, 'string')
@@ -185,7 +156,7 @@ if (probe !== null) {
     t.equal((await fetch(`${stack.url}/auth/jwt`, { headers: bearer(ragToken) })).status, 401, 'the gateway refuses it as a bearer')
 
     t.equal(await askApp(stack, reader.cookie), 200)
-    const appToken = lastToken(app)
+    const appToken = lastBearer(app)
     const atApp = await runPython(jwksClientCheck('app'), { TOKEN: appToken, JWKS_URL: jwksUrl })
     t.has(atApp, { ok: true }, 'PyJWKClient + audience="app" accepts the app token')
     t.equal(atApp.claims?.aud, 'app')

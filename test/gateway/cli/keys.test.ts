@@ -1,17 +1,10 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { runScript } from '../../cli.ts'
+import type { ScriptRun } from '../../cli.ts'
 import { JWT_TEST_SECRET, SECRET, startTestStack, tempDir } from '../../helper.ts'
 
-interface Run { code: number | null, stdout: string, stderr: string }
-
-async function keys (args: string[], env: Record<string, string>): Promise<Run> {
-  const child = spawn(process.execPath, ['--import=tsx', 'gateway/cli/keys.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
-  return { code, stdout, stderr }
+async function keys (args: string[], env: Record<string, string>): Promise<ScriptRun> {
+  return runScript('gateway/cli/keys.ts', args, env)
 }
 
 t.test('npm run keys -- rotate: a new key in service, the old one published through the overlap', async (t) => {

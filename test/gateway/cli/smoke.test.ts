@@ -1,23 +1,12 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { runScript } from '../../cli.ts'
+import type { ScriptRun } from '../../cli.ts'
 import { startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
 
 const PASSWORD = 'correct horse battery'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-async function smoke (args: string[]): Promise<Run> {
-  const child = spawn(process.execPath, ['--import=tsx', 'gateway/cli/smoke.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-  const code = await new Promise<number | null>((resolve) => { child.on('close', resolve) })
-  return { code, stdout, stderr }
+async function smoke (args: string[]): Promise<ScriptRun> {
+  return runScript('gateway/cli/smoke.ts', args)
 }
 
 interface Report {

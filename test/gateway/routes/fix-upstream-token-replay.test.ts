@@ -4,12 +4,9 @@ import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import { EdDsaSigner, IDENTITY_TOKEN_TYPE } from '../../../shared/jwt.ts'
 import { rotateSigningKeys } from '../../../shared/signing-keys.ts'
 import { ConfigError } from '../../../shared/config.ts'
-import { JWT_TEST_SECRET, SECRET, startTestStack, testConfig, verifyIdentityToken } from '../../helper.ts'
-import type { Teardown } from '../../helper.ts'
-import { recordingUpstream } from '../../upstream.ts'
-import type { RecordingUpstream } from '../../upstream.ts'
+import { JWT_TEST_SECRET, SECRET, testConfig, verifyIdentityToken } from '../../helper.ts'
+import { askRag, lastBearer, stackWithUpstreams } from '../../upstream.ts'
 import { bearer, issueToken, signUp, validate } from '../../readers.ts'
-import type { Env } from '../../../shared/config.ts'
 import type { Stack } from '../../../gateway/stack.ts'
 
 /*
@@ -20,25 +17,6 @@ import type { Stack } from '../../../gateway/stack.ts'
 
 const RAG_SECRET = 'rag-upstream-own-secret-of-32-characters!'
 const APP_SECRET = 'app-upstream-own-secret-of-32-characters!'
-
-async function stackWith (t: Teardown, env: Env = {}): Promise<{ stack: Stack, rag: RecordingUpstream, app: RecordingUpstream }> {
-  const rag = await recordingUpstream(t)
-  const app = await recordingUpstream(t)
-  const stack = await startTestStack(t, { RAG_UPSTREAM_URL: rag.url, APP_UPSTREAM_URL: app.url, AUTH_RATE_LIMIT_MAX: '100', ...env })
-  return { stack, rag, app }
-}
-
-function lastToken (upstream: RecordingUpstream): string {
-  const match = /^Bearer (\S+)$/.exec(String(upstream.requests.at(-1)?.headers.authorization))
-  if (match === null) throw new Error('the upstream received no bearer token')
-  return match[1]
-}
-
-async function askRag (stack: Stack, cookie: string): Promise<number> {
-  const response = await fetch(`${stack.url}/api/v1/query`, { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"q":"x"}' })
-  await response.arrayBuffer()
-  return response.status
-}
 
 /** What an upstream holding `token` can do at the gateway: every answer must refuse it. */
 async function replay (t: Test, stack: Stack, token: string, label: string): Promise<void> {
@@ -56,10 +34,10 @@ async function replay (t: Test, stack: Stack, token: string, label: string): Pro
 }
 
 t.test('EdDSA identity tokens (the default): audience-bound, published keys, never a client bearer', async (t) => {
-  const { stack, rag, app } = await stackWith(t)
+  const { stack, rag, app } = await stackWithUpstreams(t)
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
-  const ragToken = lastToken(rag)
+  const ragToken = lastBearer(rag)
   const header = decodeProtectedHeader(ragToken)
   t.equal(header.alg, 'EdDSA')
   t.equal(header.typ, IDENTITY_TOKEN_TYPE)
@@ -79,7 +57,7 @@ t.test('EdDSA identity tokens (the default): audience-bound, published keys, nev
   await t.rejects(verifyIdentityToken(stack.url, ragToken, 'app'), 'the RAG token is not valid for the app upstream')
 
   t.equal((await fetch(`${stack.url}/api/private`, { headers: { cookie: reader.cookie } })).status, 200)
-  const appToken = lastToken(app)
+  const appToken = lastBearer(app)
   t.equal(decodeJwt(appToken).aud, 'app')
   await t.rejects(verifyIdentityToken(stack.url, appToken, 'rag'), 'the app token is not valid for the RAG upstream')
 
@@ -89,10 +67,10 @@ t.test('EdDSA identity tokens (the default): audience-bound, published keys, nev
 })
 
 t.test('an upstream with its own HS256 secret: PyJWT-style verification with that secret, no aud, no replay', async (t) => {
-  const { stack, rag, app } = await stackWith(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET, APP_UPSTREAM_JWT_SECRET: APP_SECRET })
+  const { stack, rag, app } = await stackWithUpstreams(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET, APP_UPSTREAM_JWT_SECRET: APP_SECRET })
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
-  const ragToken = lastToken(rag)
+  const ragToken = lastBearer(rag)
   const { payload, protectedHeader } = await jwtVerify(ragToken, new TextEncoder().encode(RAG_SECRET), { issuer: 'better-auth', algorithms: ['HS256'] })
   t.equal(protectedHeader.alg, 'HS256')
   t.equal(payload.sub, reader.userId)
@@ -102,7 +80,7 @@ t.test('an upstream with its own HS256 secret: PyJWT-style verification with tha
   await replay(t, stack, ragToken, 'HS256 RAG identity token')
 
   t.equal((await fetch(`${stack.url}/api/private`, { headers: { cookie: reader.cookie } })).status, 200)
-  await t.resolves(jwtVerify(lastToken(app), new TextEncoder().encode(APP_SECRET), { issuer: 'better-auth', algorithms: ['HS256'] }))
+  await t.resolves(jwtVerify(lastBearer(app), new TextEncoder().encode(APP_SECRET), { issuer: 'better-auth', algorithms: ['HS256'] }))
 })
 
 t.test('an upstream can never be handed JWT_SECRET, BETTER_AUTH_SECRET or another upstream\'s key', async (t) => {
@@ -125,11 +103,11 @@ t.test('an upstream can never be handed JWT_SECRET, BETTER_AUTH_SECRET or anothe
 })
 
 t.test('pseudonymous subjects: stable per user and upstream, unlinkable across upstreams, no email or name', async (t) => {
-  const { stack, rag, app } = await stackWith(t, { RAG_UPSTREAM_SUBJECT: 'pseudonymous', APP_UPSTREAM_SUBJECT: 'pseudonymous' })
+  const { stack, rag, app } = await stackWithUpstreams(t, { RAG_UPSTREAM_SUBJECT: 'pseudonymous', APP_UPSTREAM_SUBJECT: 'pseudonymous' })
   const reader = await signUp(stack)
   const other = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
-  const first = (await verifyIdentityToken(stack.url, lastToken(rag), 'rag')).payload
+  const first = (await verifyIdentityToken(stack.url, lastBearer(rag), 'rag')).payload
   const firstUserId = rag.requests.at(-1)?.headers['x-user-id']
   t.not(first.sub, reader.userId, 'the account id is not sent')
   t.equal(firstUserId, first.sub, 'X-User-Id is the pseudonym')
@@ -142,16 +120,16 @@ t.test('pseudonymous subjects: stable per user and upstream, unlinkable across u
   t.not(rag.requests.at(-1)?.headers['x-user-id'], first.sub, 'another user, another pseudonym')
 
   t.equal((await fetch(`${stack.url}/api/private`, { headers: { cookie: reader.cookie } })).status, 200)
-  const atApp = (await verifyIdentityToken(stack.url, lastToken(app), 'app')).payload
+  const atApp = (await verifyIdentityToken(stack.url, lastBearer(app), 'app')).payload
   t.not(atApp.sub, first.sub, 'the app upstream sees another pseudonym: logs cannot be joined')
   t.not(atApp.sub, reader.userId)
 })
 
 t.test('key rotation: new tokens under the new key, the old key published through the overlap', async (t) => {
-  const { stack, rag } = await stackWith(t)
+  const { stack, rag } = await stackWithUpstreams(t)
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
-  const before = lastToken(rag)
+  const before = lastBearer(rag)
   const oldKid = decodeProtectedHeader(before).kid
 
   const report = await rotateSigningKeys(stack.pool, stack.config.jwtSecret)
@@ -163,14 +141,14 @@ t.test('key rotation: new tokens under the new key, the old key published throug
 
   const second = await signUp(stack)
   t.equal(await askRag(stack, second.cookie), 200)
-  t.equal(decodeProtectedHeader(lastToken(rag)).kid, oldKid, 'until every replica and upstream can know it, the old key signs')
+  t.equal(decodeProtectedHeader(lastBearer(rag)).kid, oldKid, 'until every replica and upstream can know it, the old key signs')
 
   // Published long enough: the new key signs.
   await stack.pool.query("UPDATE signing_key SET created_at = now() - interval '5 minutes' WHERE kid = $1", [report.created[0].kid])
   await stack.gateway.keyRing.reload()
   const third = await signUp(stack)
   t.equal(await askRag(stack, third.cookie), 200)
-  const after = lastToken(rag)
+  const after = lastBearer(rag)
   t.equal(decodeProtectedHeader(after).kid, report.created[0].kid, 'new tokens are signed with the new key')
   await t.resolves(verifyIdentityToken(stack.url, before, 'rag'), 'a token of the old key still verifies in the overlap')
   await t.resolves(verifyIdentityToken(stack.url, after, 'rag'))
@@ -184,7 +162,7 @@ t.test('key rotation: new tokens under the new key, the old key published throug
 })
 
 t.test('JWT_ALG=EdDSA: client tokens from the JWKS, accepted as bearer; identity keys never are', async (t) => {
-  const { stack, rag } = await stackWith(t, { JWT_ALG: 'EdDSA' })
+  const { stack, rag } = await stackWithUpstreams(t, { JWT_ALG: 'EdDSA' })
   const reader = await signUp(stack)
   const { token } = await issueToken(stack, reader)
   const header = decodeProtectedHeader(token)
@@ -196,7 +174,7 @@ t.test('JWT_ALG=EdDSA: client tokens from the JWKS, accepted as bearer; identity
   t.equal((await validate(stack.authCoreUrl, bearer(token))).body.user?.id, reader.userId, 'auth-core verifies it too')
 
   t.equal(await askRag(stack, reader.cookie), 200)
-  const identity = lastToken(rag)
+  const identity = lastBearer(rag)
   t.not(decodeProtectedHeader(identity).kid, header.kid, 'identity tokens use another key')
   await replay(t, stack, identity, 'EdDSA identity token')
 
@@ -207,10 +185,10 @@ t.test('JWT_ALG=EdDSA: client tokens from the JWKS, accepted as bearer; identity
 })
 
 t.test('the first start creates one identity key, and stores its private part sealed', async (t) => {
-  const { stack, rag } = await stackWith(t)
+  const { stack, rag } = await stackWithUpstreams(t)
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
-  const kid = decodeProtectedHeader(lastToken(rag)).kid
+  const kid = decodeProtectedHeader(lastBearer(rag)).kid
   const { rows } = await stack.pool.query<{ n: string }>("SELECT count(*) AS n FROM signing_key WHERE purpose = 'identity'")
   t.equal(rows[0].n, '1', 'one identity key, created on first start')
   const sealed = await stack.pool.query<{ sealed: string }>('SELECT sealed_private_jwk AS sealed FROM signing_key WHERE kid = $1', [kid])

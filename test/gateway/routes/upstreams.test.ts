@@ -4,20 +4,11 @@ import { isEndpointAccessible } from '../../../gateway/access/is-endpoint-access
 import { normalisePath } from '../../../gateway/access/normalise-path.ts'
 import { DEFAULT_RULES } from '../../../gateway/access/rules.ts'
 import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail, verifyIdentityToken } from '../../helper.ts'
-import type { Teardown } from '../../helper.ts'
 import { rawRequest } from '../../raw-http.ts'
-import { recordingUpstream } from '../../upstream.ts'
-import type { Env } from '../../../shared/config.ts'
+import { recordingUpstream, stackWithUpstreams } from '../../upstream.ts'
 
 const PASSWORD = 'correct horse battery'
 const RAG_PATHS = new Set(['/api/v1/query', '/api/v1/select'])
-
-async function stackWithUpstreams (t: Teardown, env: Env = {}) {
-  const rag = await recordingUpstream(t)
-  const app = await recordingUpstream(t)
-  const stack = await startTestStack(t, { RAG_UPSTREAM_URL: rag.url, APP_UPSTREAM_URL: app.url, ...env })
-  return { stack, rag, app }
-}
 
 async function signUp (base: string) {
   const browser = cookieFetch()
