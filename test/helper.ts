@@ -8,8 +8,8 @@ import type { JSONWebKeySet, JWTVerifyResult } from 'jose'
 import { loadConfig } from '../shared/config.ts'
 import type { Config, Env } from '../shared/config.ts'
 import { startEmbeddedPostgres } from '../shared/db.ts'
-import { startStack } from '../gateway/stack.ts'
-import type { Stack } from '../gateway/stack.ts'
+import { startStack } from '../gateway/cli/stack.ts'
+import type { Stack } from '../gateway/cli/stack.ts'
 
 /** The subset of tap's `t` the helpers need. */
 export interface Teardown {

@@ -1,4 +1,4 @@
-import type { Stack } from '../gateway/stack.ts'
+import type { Stack } from '../gateway/cli/stack.ts'
 import { cookieFetch, postJson, uniqueEmail } from './helper.ts'
 
 export const PASSWORD = 'correct horse battery'

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders, Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { startTestStack } from './helper.ts'
 import type { Teardown } from './helper.ts'
-import type { Stack } from '../gateway/stack.ts'
+import type { Stack } from '../gateway/cli/stack.ts'
 import type { Env } from '../shared/config.ts'
 
 export interface Recorded {

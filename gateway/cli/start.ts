@@ -1,5 +1,5 @@
 import { loggerOptions } from '../../shared/log.ts'
-import { startStack } from '../stack.ts'
+import { startStack } from './stack.ts'
 import { run } from '../../shared/run.ts'
 
 // `npm start`: embedded Postgres when DATABASE_URL is unset, migrations, auth-core and gateway.

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { routedPath } from './hygiene.ts'
+import { routedPath } from '../stages/hygiene.ts'
 
 /** better-auth endpoints (as routed, after aliases) whose success changes who is signed in. */
 export const SIGN_OUT_PATH = '/auth/sign-out'

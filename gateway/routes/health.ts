@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { NotReadyError } from '../errors.ts'
-import { AUTH_CORE_TIMEOUT_MS } from '../plugins/auth-core-client.ts'
+import { AUTH_CORE_TIMEOUT_MS } from '../proxy/auth-core-client.ts'
 
 type CheckResult = { ok: true } | { ok: false, err: unknown }
 

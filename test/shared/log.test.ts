@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
-import { startStack } from '../../gateway/stack.ts'
+import { startStack } from '../../gateway/cli/stack.ts'
 import { loggerOptions, redactUrl } from '../../shared/log.ts'
 import { postJson, TEST_ORIGIN, testConfig, testDatabase } from '../helper.ts'
 

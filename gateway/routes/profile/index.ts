@@ -1,6 +1,6 @@
 import { Ajv } from 'ajv'
 import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify'
-import { isSameSiteWrite, writeOrigins } from '../../access/csrf.ts'
+import { isSameSiteWrite, writeOrigins } from '../../guards/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
 import { callerOf } from '../../plugins/identity.ts'

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { coverageProblems, isEndpointAccessible, matchingRules } from '../../../gateway/access/is-endpoint-accessible.ts'
-import { normalisePath } from '../../../gateway/access/normalise-path.ts'
+import { normalisePath } from '../../../gateway/stages/normalise-path.ts'
 import { DEFAULT_RULES } from '../../../gateway/access/rules.ts'
 import type { AccessRule } from '../../../gateway/access/rules.ts'
 

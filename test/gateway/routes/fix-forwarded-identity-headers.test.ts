@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Writable } from 'node:stream'
-import { startStack } from '../../../gateway/stack.ts'
+import { startStack } from '../../../gateway/cli/stack.ts'
 import { REDACT_PATHS } from '../../../shared/log.ts'
 import { startTestStack, testConfig, testDatabase, TEST_ORIGIN } from '../../helper.ts'
 import { rawRequest } from '../../raw-http.ts'

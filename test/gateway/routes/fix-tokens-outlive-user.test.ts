@@ -5,7 +5,7 @@ import { cookieFetch, postJson, startTestStack } from '../../helper.ts'
 import { recordingUpstream } from '../../upstream.ts'
 import { bearer, issueToken, PASSWORD, signUp, validate } from '../../readers.ts'
 import type { Reader } from '../../readers.ts'
-import type { Stack } from '../../../gateway/stack.ts'
+import type { Stack } from '../../../gateway/cli/stack.ts'
 
 /*
  * Finding: after delete-user the user's bearer tokens kept passing at the gateway for up to 7 days,

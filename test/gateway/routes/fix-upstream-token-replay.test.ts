@@ -7,7 +7,7 @@ import { ConfigError } from '../../../shared/config.ts'
 import { JWT_TEST_SECRET, SECRET, testConfig, verifyIdentityToken } from '../../helper.ts'
 import { askRag, lastBearer, stackWithUpstreams } from '../../upstream.ts'
 import { bearer, issueToken, signUp, validate } from '../../readers.ts'
-import type { Stack } from '../../../gateway/stack.ts'
+import type { Stack } from '../../../gateway/cli/stack.ts'
 
 /*
  * Finding: the identity token sent to an upstream was signed with JWT_SECRET, so the upstream could

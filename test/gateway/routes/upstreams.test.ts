@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { isEndpointAccessible } from '../../../gateway/access/is-endpoint-accessible.ts'
-import { normalisePath } from '../../../gateway/access/normalise-path.ts'
+import { normalisePath } from '../../../gateway/stages/normalise-path.ts'
 import { DEFAULT_RULES } from '../../../gateway/access/rules.ts'
 import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail, verifyIdentityToken } from '../../helper.ts'
 import { rawRequest } from '../../raw-http.ts'

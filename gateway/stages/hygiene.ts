@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingMessage } from 'node:http'
-import { normalisePath } from '../access/normalise-path.ts'
+import { normalisePath } from './normalise-path.ts'
 import { BadPathError, DuplicateHostError, HeaderTooLargeError } from '../errors.ts'
 import { resolveAuthAlias } from '../routes/auth-proxy.ts'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { MAX_AUTHORIZATION_BYTES, MAX_COOKIE_BYTES } from '../../../gateway/plugins/hygiene.ts'
+import { MAX_AUTHORIZATION_BYTES, MAX_COOKIE_BYTES } from '../../../gateway/stages/hygiene.ts'
 import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
 import { rawRequest } from '../../raw-http.ts'
 

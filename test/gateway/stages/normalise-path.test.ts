@@ -1,5 +1,5 @@
 import t from 'tap'
-import { normalisePath } from '../../../gateway/access/normalise-path.ts'
+import { normalisePath } from '../../../gateway/stages/normalise-path.ts'
 
 // [raw target, expected path (or null when refused), expected query]
 const CASES: Array<[string, string | null, string?]> = [
@@ -90,7 +90,7 @@ t.test('`;` is allowed outside the protected prefixes', async (t) => {
 })
 
 t.test('property: the fast path for plain targets agrees with the full normaliser', async (t) => {
-  const { normaliseSlowly } = await import('../../../gateway/access/normalise-path.ts')
+  const { normaliseSlowly } = await import('../../../gateway/stages/normalise-path.ts')
   const fc = (await import('fast-check')).default
   const char = fc.constantFrom('a', 'Z', '0', '-', '_', '~', '.', '/', '%', '2', 'e', 'f', ';', '?', '#', '\\', ' ')
   fc.assert(fc.property(fc.array(char, { maxLength: 24 }), (chars) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, clientResponseHeaders, UPSTREAM_REQUEST_HEADERS, upstreamRequestHeaders } from '../../../gateway/access/upstream-headers.ts'
+import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, clientResponseHeaders, UPSTREAM_REQUEST_HEADERS, upstreamRequestHeaders } from '../../../gateway/proxy/forwarded-headers.ts'
 
 // The finding's list: names a proxy, a cloud load balancer or an upstream framework may trust as identity.
 const SMUGGLED = ['remote-user', 'x-forwarded-preferred-username', 'x-forwarded-groups', 'x-forwarded-access-token', 'x-forwarded-uri', 'x-original-method', 'x-amzn-oidc-identity', 'x-goog-authenticated-user-email', 'x-ms-client-principal-name', 'x-jwt-assertion', 'x-id-token', 'impersonate-user', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-role', 'x-groups']

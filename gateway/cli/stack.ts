@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import { buildAuthCore } from '../auth-core/app.ts'
-import { createAuthOptions } from '../auth-core/auth.ts'
-import type { Config } from '../shared/config.ts'
-import { createPool, startEmbeddedPostgres } from '../shared/db.ts'
-import type { EmbeddedPostgres, Pool } from '../shared/db.ts'
-import { migrate } from '../shared/migrate.ts'
-import { buildGateway } from './app.ts'
+import { buildAuthCore } from '../../auth-core/app.ts'
+import { createAuthOptions } from '../../auth-core/auth.ts'
+import type { Config } from '../../shared/config.ts'
+import { createPool, startEmbeddedPostgres } from '../../shared/db.ts'
+import type { EmbeddedPostgres, Pool } from '../../shared/db.ts'
+import { migrate } from '../../shared/migrate.ts'
+import { buildGateway } from '../app.ts'
 
 export interface Stack {
   /** The gateway's listening URL. */

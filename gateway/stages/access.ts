@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
 import { coverageProblems, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
 import type { Decision, RouteSummary } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
-import type { Resolution } from './identity.ts'
+import type { Resolution } from '../plugins/identity.ts'
 import { ForbiddenError, UnauthorizedError } from '../errors.ts'
 
 declare module 'fastify' {

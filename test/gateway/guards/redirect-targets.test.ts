@@ -1,5 +1,5 @@
 import t from 'tap'
-import { isAllowedRedirect, redirectValues, refusedRedirect } from '../../../gateway/access/redirect-targets.ts'
+import { isAllowedRedirect, redirectValues, refusedRedirect } from '../../../gateway/guards/redirect-targets.ts'
 
 const PUBLIC_URL = 'http://localhost:8000'
 const ALLOWED = new Set(['http://localhost:3000', 'https://docs.example.com'])
