@@ -6,13 +6,12 @@ import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../sh
 import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
 import { writeOrigins } from './guards/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
-import accessPlugin from './stages/access.ts'
 import authCoreClient from './proxy/auth-core-client.ts'
-import corsPlugin from './stages/cors.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
-import hygienePlugin, { rewriteUrl, securityHeaders } from './stages/hygiene.ts'
-import rateLimitPlugin from './stages/rate-limit.ts'
+import { securityHeaders } from './stages/hygiene.ts'
+import { rewriteUrl } from './stages/normalise.ts'
+import { registerPipeline } from './pipeline.ts'
 import authProxy from './routes/auth-proxy.ts'
 import upstreamRoutes from './routes/upstreams.ts'
 import healthRoutes from './routes/health.ts'
@@ -44,20 +43,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(pgPlugin, { pool: options.pool })
   await app.register(authCoreClient, { authCoreUrl: config.authCoreUrl })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
-  // Hook order is registration order: CORS (so 400/401/403/429 answers to an allowed origin still
-  // carry its headers), security headers and target checks, per-address limits, access policy.
-  await app.register(corsPlugin, { allowedOrigins: config.allowedOrigins })
-  await app.register(hygienePlugin, { publicUrl: config.publicUrl })
-  await app.register(rateLimitPlugin, {
-    authMax: config.authRateLimitMax,
-    authWindow: config.authRateLimitWindow,
-    max: config.rateLimitMax,
-    window: config.rateLimitWindow,
-    ragAnon: config.ragRateLimitAnon,
-    ragUser: config.ragRateLimitUser,
-    redisUrl: config.redisUrl
-  })
-  await app.register(accessPlugin, { rules: DEFAULT_RULES })
+  await registerPipeline(app, config, DEFAULT_RULES)
 
   await app.register(healthRoutes)
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })

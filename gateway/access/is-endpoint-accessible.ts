@@ -82,3 +82,20 @@ export function coverageProblems (rules: readonly AccessRule[], routes: readonly
   }
   return problems
 }
+
+/**
+ * The decision for an anonymous caller, memoised: it depends only on the route pattern and the
+ * method, so each pair is decided once.
+ */
+export function anonymousDecisions (rules: readonly AccessRule[]): (method: string, route: string) => Decision {
+  const decided = new Map<string, Decision>()
+  return (method, route) => {
+    const key = `${method} ${route}`
+    let decision = decided.get(key)
+    if (decision === undefined) {
+      decision = isEndpointAccessible(rules, { method, path: route, identity: null })
+      decided.set(key, decision)
+    }
+    return decision
+  }
+}

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { Identity } from '../plugins/identity.ts'
+import type { Identity } from '../identity/identity-resolver.ts'
 
 /** The origin of a URL-valued header, or null when it is not a URL. */
 export function originOf (value: string): string | null {

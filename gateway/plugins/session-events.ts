@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { routedPath } from '../stages/hygiene.ts'
+import { routedPath } from '../stages/normalise.ts'
 
 /** better-auth endpoints (as routed, after aliases) whose success changes who is signed in. */
 export const SIGN_OUT_PATH = '/auth/sign-out'
@@ -38,7 +38,7 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
   // Classified once, in onRequest; onSend only looks the request up.
   const pending = new WeakMap<FastifyRequest, { event: SessionEvent, userId?: string }>()
 
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', function classifySessionEvent (request, _reply, done) {
     const event = eventOf(request.method, routedPath(request))
     if (event === null) return done()
     pending.set(request, { event })
@@ -50,7 +50,7 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
     }, done)
   })
 
-  app.addHook('onSend', (request, reply, payload, done) => {
+  app.addHook('onSend', function settleSessionEvent (request, reply, payload, done) {
     const entry = pending.get(request)
     if (entry === undefined) return done(null, payload)
     const { event } = entry

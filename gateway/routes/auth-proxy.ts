@@ -8,23 +8,7 @@ import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
 import { clientAddress, publicFacts } from '../client-address.ts'
 import type { AddressedRequest } from '../client-address.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
-
-export const AUTH_PREFIX = '/auth'
-export const AUTH_CORE_PREFIX = '/api/auth'
-
-/** Short names of the better-auth endpoints that the docs site's code calls. */
-export const AUTH_ALIASES: Readonly<Record<string, { method: string, target: string }>> = {
-  '/auth/signup': { method: 'POST', target: '/auth/sign-up/email' },
-  '/auth/signin': { method: 'POST', target: '/auth/sign-in/email' },
-  '/auth/signout': { method: 'POST', target: '/auth/sign-out' },
-  '/auth/session': { method: 'GET', target: '/auth/get-session' }
-}
-
-/** The target of an alias, or the path unchanged. Only the alias's own method is mapped. */
-export function resolveAuthAlias (method: string, path: string): string {
-  const alias = AUTH_ALIASES[path]
-  return alias !== undefined && (alias.method === method || (alias.method === 'GET' && method === 'HEAD')) ? alias.target : path
-}
+import { AUTH_CORE_PREFIX, AUTH_PREFIX } from '../route-paths.ts'
 
 // What the proxy itself set for the hop to auth-core (reply-from writes them before the rewrite).
 const PROXY_SET = ['host', 'content-length'] as const

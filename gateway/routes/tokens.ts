@@ -5,9 +5,10 @@ import type { VerifiedToken } from '../../shared/jwt.ts'
 import { UnauthorizedError, upstreamError } from '../errors.ts'
 import { GENERATION_CLAIM, USER_GONE } from '../../shared/token-revocation.ts'
 import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS } from '../proxy/forwarded-headers.ts'
-import { callerOf } from '../plugins/identity.ts'
-import type { Identity, SessionUser } from '../plugins/identity.ts'
-import { AUTH_CORE_PREFIX, forwardedHeaders } from './auth-proxy.ts'
+import { callerOf } from '../identity/identity-resolver.ts'
+import type { Identity, SessionUser } from '../identity/identity-resolver.ts'
+import { forwardedHeaders } from './auth-proxy.ts'
+import { AUTH_CORE_PREFIX } from '../route-paths.ts'
 
 export const TOKEN_PATH = '/auth/jwt'
 export const JWKS_PATH = '/auth/jwks'
@@ -83,14 +84,11 @@ export default async function tokenRoutes (app: FastifyInstance, options: TokenR
 
   app.get(VALIDATE_SESSION_PATH, { config: { identity: 'optional' } }, async (request, reply): Promise<ValidateSessionResponse> => {
     noStore(reply)
-    let identity = request.identity
-    if (identity === null && request.headers.cookie !== undefined && request.headers.authorization === undefined) {
-      // The policy ignores a failed look-up on a public route; here "auth-core is down" must not
-      // read as "signed out" to the backend asking, so the failure is looked at again.
-      const resolution = await app.identities.resolve(request)
-      if (resolution.error !== null && resolution.error.statusCode !== undefined && resolution.error.statusCode >= 500) throw resolution.error
-      identity = resolution.identity
-    }
+    // The policy ignores a failed look-up on a public route; here "auth-core or the database is down"
+    // must not read as "signed out" to the backend asking. A bad token is simply no user.
+    const failure = request.identityFailure
+    if (failure !== null && failure.statusCode !== undefined && failure.statusCode >= 500) throw failure
+    const identity = request.identity
     if (identity === null) return { user: null }
     if (identity.via === 'bearer') return { user: bearerUser(identity.user), session: null }
     return { user: identity.user, session: identity.session }

@@ -11,10 +11,9 @@ import type { PublicFacts } from '../client-address.ts'
 import { isSameSiteWrite } from '../guards/csrf.ts'
 import { TtlCache } from '../ttl-cache.ts'
 import { CsrfRejectedError, RagUpstreamNotConfiguredError, upstreamError } from '../errors.ts'
-import type { Identity } from '../plugins/identity.ts'
+import type { Identity } from '../identity/identity-resolver.ts'
+import { APP_ROUTE, RAG_ROUTES } from '../route-paths.ts'
 
-export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
-export const APP_ROUTE = '/api/*'
 /** @default 30 s: a RAG answer may take a while; a dead upstream still fails fast on connect. */
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000
 const CONNECT_TIMEOUT_MS = 2_000

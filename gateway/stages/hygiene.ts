@@ -1,31 +1,7 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { IncomingMessage } from 'node:http'
-import { normalisePath } from './normalise-path.ts'
+import type { FastifyInstance } from 'fastify'
+import { badPathOf } from './normalise.ts'
 import { BadPathError, DuplicateHostError, HeaderTooLargeError } from '../errors.ts'
-import { resolveAuthAlias } from '../routes/auth-proxy.ts'
-
-const kBadPath = Symbol('auth-gateway.badPath')
-type MarkedRequest = IncomingMessage & { [kBadPath]?: string }
-
-/**
- * Fastify's `rewriteUrl`: the one place a target is normalised (and aliases resolved), before
- * routing. A target that cannot be normalised safely is marked and refused with 400 by the hook below.
- */
-export function rewriteUrl (req: IncomingMessage): string {
-  const normalised = normalisePath(req.url ?? '/')
-  if (!normalised.ok) {
-    (req as MarkedRequest)[kBadPath] = normalised.reason
-    return '/'
-  }
-  return resolveAuthAlias(req.method ?? 'GET', normalised.path) + normalised.query
-}
-
-/** The path a request was routed on: `rewriteUrl` already normalised it and resolved aliases. */
-export function routedPath (request: Pick<FastifyRequest, 'url'>): string {
-  const query = request.url.indexOf('?')
-  return query === -1 ? request.url : request.url.slice(0, query)
-}
 
 export interface HygienePluginOptions {
   publicUrl: string
@@ -79,9 +55,9 @@ export function securityHeaders (publicUrl: string): Readonly<Record<string, str
  */
 async function hygienePlugin (app: FastifyInstance, options: HygienePluginOptions): Promise<void> {
   const headers = securityHeaders(options.publicUrl)
-  app.addHook('onRequest', (request, reply, done) => {
+  app.addHook('onRequest', function hygiene (request, reply, done) {
     reply.headers(headers)
-    const reason = (request.raw as MarkedRequest)[kBadPath]
+    const reason = badPathOf(request)
     if (reason !== undefined) {
       done(new BadPathError(reason))
       return

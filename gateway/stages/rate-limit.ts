@@ -4,8 +4,8 @@ import type { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { clientAddress } from '../client-address.ts'
 import { RateLimitedError } from '../errors.ts'
-import { routedPath } from './hygiene.ts'
-import { RAG_ROUTES } from '../routes/upstreams.ts'
+import { routedPath } from './normalise.ts'
+import { RAG_ROUTES } from '../route-paths.ts'
 
 export interface RateLimitPluginOptions {
   authMax: number
@@ -101,7 +101,7 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
   const ragAnon = new Budget(store, 'rag-anonymous', options.ragAnon, options.window)
   const ragUser = new Budget(store, 'rag-user', options.ragUser, options.window)
 
-  app.addHook('onRequest', (request, _reply, done) => {
+  app.addHook('onRequest', function rateLimit (request, _reply, done) {
     // The CORS plugin answers every OPTIONS itself (204, or 404 to an unlisted origin), never forwarding
     // it, and any page can make a browser send one: charging them would let a foreign site spend a
     // reader's sign-in budget.
@@ -119,7 +119,7 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
       else auth.take(request, `auth:${ip}`, done)
     })
   })
-  app.addHook('preValidation', (request, _reply, done) => {
+  app.addHook('preValidation', function ragBudget (request, _reply, done) {
     if (request.method !== 'POST' || !RAG_PATHS.has(routedPath(request))) {
       done()
       return

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { buildGateway } from '../../../gateway/app.ts'
 import type { Stack } from '../../../gateway/cli/stack.ts'
-import type { Identity } from '../../../gateway/plugins/identity.ts'
+import type { Identity } from '../../../gateway/identity/identity-resolver.ts'
 import { createProfileRepository } from '../../../gateway/repositories/profile-repository.ts'
 import { isSameSiteWrite } from '../../../gateway/guards/csrf.ts'
 import { profileClaimProvider } from '../../../gateway/routes/profile/index.ts'

@@ -1,0 +1,285 @@
+import { createHash } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { JwtAlg, UserField } from '../../shared/config.ts'
+import { bearerToken, CLOCK_TOLERANCE_SECONDS } from '../../shared/jwt.ts'
+import type { ClientTokenVerifier, TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
+import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
+import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
+import { TtlCache } from '../ttl-cache.ts'
+import { clientAddress } from '../client-address.ts'
+
+export interface SessionUser {
+  id: string
+  email: string
+  name: string
+  [field: string]: unknown
+}
+
+/** Who the caller is, as the gateway vouches for it. */
+export interface Identity {
+  userId: string
+  email: string
+  name: string
+  /** The better-auth user (cookie) or the token's claims (bearer). */
+  user: SessionUser
+  /** The better-auth session (cookie callers only). */
+  session: Record<string, unknown> | null
+  via: 'cookie' | 'bearer'
+  /** Custom user fields for the identity token. */
+  claims: TokenClaims
+}
+
+/**
+ * The outcome of resolving a request: an identity, anonymous (`null`), or a failure the access
+ * policy turns into 401/503 on protected routes and ignores on public ones.
+ */
+export type Resolution =
+  | { identity: Identity, error: null }
+  | { identity: null, error: null }
+  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof InvalidTokenError> }
+
+/**
+ * Adds claims to the identity token sent upstream (e.g. consented profile fields). Answers
+ * synchronously when it can (a cached value), so a request with nothing to look up never waits;
+ * returns the same object while its claims are unchanged, so the token can be reused by reference.
+ */
+export type ClaimProvider = (identity: Identity) => TokenClaims | Promise<TokenClaims>
+
+/** Client tokens (`GET /auth/jwt`): how they are signed, and the only bearer tokens accepted. */
+export interface ClientTokens {
+  signer: TokenSigner
+  verifier: ClientTokenVerifier
+}
+
+export interface IdentityResolverOptions {
+  jwtSecret: string
+  /** @default 'HS256' */
+  jwtAlg?: JwtAlg
+  /** Milliseconds a session look-up is reused. @default 5000 */
+  sessionCacheTtl: number
+  userFields: readonly UserField[]
+  /** @default 10000 */
+  maxCacheEntries?: number
+}
+
+interface VerifiedEntry {
+  exp: number
+  /** The token generation it was issued in. */
+  generation: number
+  resolution: { identity: Identity, error: null }
+}
+
+const SESSION_COOKIE = /^(?:__Secure-|__Host-)?better-auth\.session_token$/
+const ANONYMOUS: Resolution = { identity: null, error: null }
+// Cookies auth-core did not recognise (forged, expired) are remembered apart and in few entries, so
+// a flood of distinct forged cookies can neither grow memory nor push real sessions out.
+const ANONYMOUS_CACHE_ENTRIES = 1000
+
+/** The cache key of a session cookie: its digest, so a cached entry costs 43 bytes whatever the cookie's size. */
+function cookieKey (cookies: string): string {
+  return createHash('sha256').update(cookies).digest('base64url')
+}
+
+/** The better-auth session cookies of a `Cookie` header, in order: the cache key and what auth-core sees. */
+export function sessionCookies (cookieHeader: string | undefined): string | null {
+  if (cookieHeader === undefined || cookieHeader === '') return null
+  const pairs: string[] = []
+  for (const part of cookieHeader.split(';')) {
+    const at = part.indexOf('=')
+    if (at === -1) continue
+    const name = part.slice(0, at).trim()
+    if (SESSION_COOKIE.test(name)) pairs.push(`${name}=${part.slice(at + 1).trim()}`)
+  }
+  return pairs.length === 0 ? null : pairs.join('; ')
+}
+
+function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
+  const claims: TokenClaims = {}
+  for (const field of fields) {
+    const value = user[field.name]
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') claims[field.name] = value
+    else if (value === null) claims[field.name] = null
+  }
+  return claims
+}
+
+/**
+ * Resolves cookie sessions through auth-core's get-session (cached briefly, evicted at sign-out) and
+ * bearer JWTs locally with jose, with per-user revocation (the token generation).
+ */
+export class IdentityResolver {
+  readonly #app: FastifyInstance
+  readonly #options: Required<IdentityResolverOptions>
+  readonly #sessions: TtlCache<string, Resolution>
+  readonly #unknownCookies: TtlCache<string, Resolution>
+  readonly #revocations: TtlCache<string, number>
+  readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
+  readonly #inflight = new Map<string, Promise<Resolution>>()
+
+  constructor (app: FastifyInstance, options: Required<IdentityResolverOptions>) {
+    this.#app = app
+    this.#options = options
+    this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#unknownCookies = new TtlCache(options.sessionCacheTtl, ANONYMOUS_CACHE_ENTRIES)
+    this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+  }
+
+  /**
+   * The caller when it is known without I/O: anonymous, a cached session, or a verified token whose
+   * user's revocation time is cached. `undefined` when `resolve` must look it up.
+   */
+  resolveNow (request: FastifyRequest): Resolution | undefined {
+    const token = bearerToken(request.headers.authorization)
+    if (token !== null) return this.#bearerNow(token)
+    const cookies = sessionCookies(request.headers.cookie)
+    return cookies === null ? ANONYMOUS : this.#cachedSession(cookieKey(cookies))
+  }
+
+  #cachedSession (key: string): Resolution | undefined {
+    return this.#sessions.get(key) ?? this.#unknownCookies.get(key)
+  }
+
+  /** How many entries each cache holds (every key is a digest or an id: bounded in bytes too). */
+  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number } {
+    return { sessions: this.#sessions.size, unknownCookies: this.#unknownCookies.size, revocations: this.#revocations.size, verifiedTokens: this.#verifiedTokens.size }
+  }
+
+  /** Drops expired entries of every cache (a timer calls it; reads drop them too). */
+  sweep (): void {
+    this.#sessions.sweep()
+    this.#unknownCookies.sweep()
+    this.#revocations.sweep()
+    this.#verifiedTokens.sweep()
+  }
+
+  async resolve (request: FastifyRequest): Promise<Resolution> {
+    const token = bearerToken(request.headers.authorization)
+    if (token !== null) return this.#resolveBearer(token)
+    const cookies = sessionCookies(request.headers.cookie)
+    if (cookies === null) return ANONYMOUS
+    const key = cookieKey(cookies)
+    const cached = this.#cachedSession(key)
+    if (cached !== undefined) return cached
+    // Concurrent requests with one cookie share one look-up.
+    let pending = this.#inflight.get(key)
+    if (pending === undefined) {
+      pending = this.#lookUpSession(cookies, key, request).finally(() => { this.#inflight.delete(key) })
+      this.#inflight.set(key, pending)
+    }
+    return pending
+  }
+
+  /** Forgets a cookie session at once (sign-out through the gateway). */
+  evict (cookieHeader: string | undefined): void {
+    const cookies = sessionCookies(cookieHeader)
+    if (cookies !== null) this.#sessions.delete(cookieKey(cookies))
+  }
+
+  /** Forgets every cached session of a user and the cached revocation time (revoke all). */
+  evictUser (userId: string): void {
+    this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
+    this.#revocations.delete(userId)
+  }
+
+  async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {
+    let session: { user?: SessionUser, session?: Record<string, unknown> } | null
+    try {
+      const response = await this.#app.authCore.request({
+        method: 'GET',
+        path: '/api/auth/get-session',
+        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' }
+      })
+      if (response.statusCode !== 200) {
+        await response.body.dump()
+        // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing.
+        if (response.statusCode >= 500) throw new Error(`get-session answered ${response.statusCode}`)
+        session = null
+      } else {
+        session = await response.body.json() as typeof session
+      }
+    } catch (err) {
+      request.log.warn({ err }, 'auth core unreachable for a session look-up')
+      return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+    }
+    // A forged or tampered cookie answers 200 with `null`: anonymous.
+    const user = session?.user
+    const resolution: Resolution = user === undefined || typeof user.id !== 'string'
+      ? ANONYMOUS
+      : {
+          identity: {
+            userId: user.id,
+            email: user.email,
+            name: user.name,
+            user,
+            session: session?.session ?? null,
+            via: 'cookie',
+            claims: customClaims(user, this.#options.userFields)
+          },
+          error: null
+        }
+    if (resolution.identity === null) this.#unknownCookies.set(key, resolution)
+    else this.#sessions.set(key, resolution)
+    return resolution
+  }
+
+  /** A token string that verified once verifies again: only its expiry and revocation can change, and both are checked on every request. */
+  #verifiedToken (token: string): VerifiedEntry | undefined {
+    const verified = this.#verifiedTokens.get(token)
+    if (verified === undefined || verified.exp + CLOCK_TOLERANCE_SECONDS >= Date.now() / 1000) return verified
+    this.#verifiedTokens.delete(token)
+    return undefined
+  }
+
+  #bearerNow (token: string): Resolution | undefined {
+    const verified = this.#verifiedToken(token)
+    if (verified === undefined) return undefined
+    const current = this.#revocations.get(verified.resolution.identity.userId)
+    if (current === undefined) return undefined
+    return isRevoked(verified.generation, current) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
+  }
+
+  async #resolveBearer (token: string): Promise<Resolution> {
+    let verified = this.#verifiedToken(token)
+    if (verified === undefined) {
+      let payload: VerifiedToken
+      try {
+        payload = await this.#app.clientTokens.verifier.verify(token)
+      } catch (err) {
+        return { identity: null, error: new InvalidTokenError({ cause: err }) }
+      }
+      const { sub, email, name } = payload
+      const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
+      const identity: Identity = { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) }
+      verified = { exp: payload.exp, generation: generationOf(payload), resolution: { identity, error: null } }
+      this.#verifiedTokens.set(token, verified)
+    }
+    const userId = verified.resolution.identity.userId
+    let current = this.#revocations.get(userId)
+    if (current === undefined) {
+      try {
+        current = await this.tokenGeneration(userId)
+      } catch (err) {
+        return { identity: null, error: new DatabaseUnavailableError({ cause: err }) }
+      }
+    }
+    if (isRevoked(verified.generation, current)) return { identity: null, error: new InvalidTokenError() }
+    return verified.resolution
+  }
+
+  /** The user's token generation: tokens of an older one are refused (`USER_GONE` once deleted). */
+  async tokenGeneration (userId: string): Promise<number> {
+    const cached = this.#revocations.get(userId)
+    if (cached !== undefined) return cached
+    const generation = await readTokenGeneration(this.#app.pg, userId)
+    this.#revocations.set(userId, generation)
+    return generation
+  }
+}
+
+/** The signed-in caller of a route the access policy already restricted to sessions. */
+export function callerOf (request: FastifyRequest): Identity {
+  // The access policy answers 401 before the handler for anyone not signed in; this is the backstop.
+  if (request.identity === null) throw new UnauthorizedError()
+  return request.identity
+}

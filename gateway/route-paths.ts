@@ -1,0 +1,17 @@
+/*
+ * The paths the gateway's routes are registered on, as data: stages and plugins refer to routes
+ * through these, never by importing a route module.
+ */
+export const AUTH_PREFIX = '/auth'
+/** Where auth-core serves better-auth. */
+export const AUTH_CORE_PREFIX = '/api/auth'
+export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
+export const APP_ROUTE = '/api/*'
+
+/** Short names of the better-auth endpoints that the docs site's code calls. */
+export const AUTH_ALIASES: Readonly<Record<string, { method: string, target: string }>> = {
+  '/auth/signup': { method: 'POST', target: '/auth/sign-up/email' },
+  '/auth/signin': { method: 'POST', target: '/auth/sign-in/email' },
+  '/auth/signout': { method: 'POST', target: '/auth/sign-out' },
+  '/auth/session': { method: 'GET', target: '/auth/get-session' }
+}
