@@ -3,8 +3,8 @@ import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } fr
 import { isSameSiteWrite, writeOrigins } from '../../guards/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
 import type { TokenClaims } from '../../../shared/jwt.ts'
-import { callerOf } from '../../plugins/identity.ts'
-import type { ClaimProvider, Identity } from '../../plugins/identity.ts'
+import { callerOf } from '../../identity/identity-resolver.ts'
+import type { ClaimProvider, Identity } from '../../identity/identity-resolver.ts'
 import { TtlCache } from '../../ttl-cache.ts'
 import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
 import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
@@ -116,7 +116,7 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
   // Only JSON bodies here: a `text/plain` POST is what a cross-site form can send without a preflight.
   app.removeContentTypeParser('text/plain')
 
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', async function noStore (_request, reply) {
     reply.header('cache-control', 'no-store')
   })
 
