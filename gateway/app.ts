@@ -6,14 +6,15 @@ import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../sh
 import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
 import { writeOrigins } from './guards/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
-import authCoreClient from './proxy/auth-core-client.ts'
+import upstreamsPlugin from './plugins/upstreams.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
 import { registerPipeline } from './pipeline.ts'
 import authProxy from './routes/auth-proxy.ts'
-import upstreamRoutes from './routes/upstreams.ts'
+import ragRoutes from './routes/rag.ts'
+import appUpstreamRoutes from './routes/app-upstream.ts'
 import healthRoutes from './routes/health.ts'
 import profileRoutes from './routes/profile/index.ts'
 import sessionEvents from './plugins/session-events.ts'
@@ -41,7 +42,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   useErrorFormat(app, GATEWAY_ERRORS)
 
   await app.register(pgPlugin, { pool: options.pool })
-  await app.register(authCoreClient, { authCoreUrl: config.authCoreUrl })
+  await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
   await registerPipeline(app, config, DEFAULT_RULES)
 
@@ -50,6 +51,7 @@ export async function buildGateway (config: Readonly<Config>, options: GatewayOp
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
   await app.register(tokenRoutes, { publicUrl: config.publicUrl })
-  await app.register(upstreamRoutes, { ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), timeoutMs: options.upstreamTimeoutMs, upstreamTokens: config.upstreamTokens, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl })
+  await app.register(ragRoutes, { tokens: config.upstreamTokens.rag, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl })
+  await app.register(appUpstreamRoutes, { tokens: config.upstreamTokens.app, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl) })
   return app
 }

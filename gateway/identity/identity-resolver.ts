@@ -7,6 +7,7 @@ import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token
 import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
+import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
 
 export interface SessionUser {
   id: string
@@ -188,7 +189,10 @@ export class IdentityResolver {
       const response = await this.#app.authCore.request({
         method: 'GET',
         path: '/api/auth/get-session',
-        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' }
+        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' },
+        // A caller waits on this: a hung auth-core turns into a 503 within seconds.
+        headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
+        bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS
       })
       if (response.statusCode !== 200) {
         await response.body.dump()

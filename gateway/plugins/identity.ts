@@ -57,4 +57,4 @@ async function identityPlugin (app: FastifyInstance, options: IdentityPluginOpti
   app.decorateRequest('tokensRevokedFor', null)
 }
 
-export default fp(identityPlugin, { name: 'identity', dependencies: ['auth-core-client', 'pg'] })
+export default fp(identityPlugin, { name: 'identity', dependencies: ['upstreams', 'pg'] })

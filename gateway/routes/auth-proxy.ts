@@ -104,14 +104,8 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
     prefix: AUTH_PREFIX,
     rewritePrefix: AUTH_CORE_PREFIX,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    undici: {
-      connections: 64,
-      pipelining: 1,
-      keepAliveTimeout: 30_000,
-      connectTimeout: 1_000,
-      headersTimeout: 10_000,
-      bodyTimeout: 10_000
-    },
+    // The one pool to auth-core (reply-from does not close a pool it was given).
+    undici: app.authCore,
     replyOptions: {
       rewriteRequestHeaders: forwardedHeaders(options.publicUrl),
       rewriteHeaders: (headers, request) => {

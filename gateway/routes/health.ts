@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { NotReadyError } from '../errors.ts'
-import { AUTH_CORE_TIMEOUT_MS } from '../proxy/auth-core-client.ts'
+import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
 
 type CheckResult = { ok: true } | { ok: false, err: unknown }
 
@@ -10,7 +10,7 @@ async function check (run: () => Promise<void>): Promise<CheckResult> {
     await Promise.race([
       run(),
       new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => { reject(new Error(`timed out after ${AUTH_CORE_TIMEOUT_MS} ms`)) }, AUTH_CORE_TIMEOUT_MS)
+        timer = setTimeout(() => { reject(new Error(`timed out after ${AUTH_LOOKUP_TIMEOUT_MS} ms`)) }, AUTH_LOOKUP_TIMEOUT_MS)
       })
     ])
     return { ok: true }
@@ -32,7 +32,7 @@ export default async function healthRoutes (app: FastifyInstance): Promise<void>
     const [postgres, authCore] = await Promise.all([
       check(async () => { await app.pg.query('SELECT 1') }),
       check(async () => {
-        const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/health' })
+        const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/health', headersTimeout: AUTH_LOOKUP_TIMEOUT_MS, bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS })
         await body.dump()
         if (statusCode !== 200) throw new Error(`auth-core /health answered ${statusCode}`)
       })

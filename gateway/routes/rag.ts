@@ -1,0 +1,32 @@
+import type { FastifyInstance } from 'fastify'
+import type { UpstreamName, UpstreamTokenConfig } from '../../shared/config.ts'
+import { publicFacts } from '../client-address.ts'
+import { RagUpstreamNotConfiguredError } from '../errors.ts'
+import { IdentityTokens, pseudonymousSubjects } from '../identity/identity-tokens.ts'
+import { bufferBodies, forward } from '../proxy/forward.ts'
+import { RAG_ROUTES } from '../route-paths.ts'
+
+export interface RagRoutesOptions {
+  /** How the RAG upstream's identity tokens are signed and whom they name. */
+  tokens: UpstreamTokenConfig
+  /** `JWT_SECRET`: the pseudonymous subjects are keyed with a key derived from it. */
+  jwtSecret: string
+  /** `PUBLIC_URL`: its host and protocol are the `X-Forwarded-Host`/`-Proto` upstreams receive. */
+  publicUrl: string
+}
+
+const NAME: UpstreamName = 'rag'
+
+/** `POST /api/v1/query|select` → the RAG upstream: public, the caller's identity attached when signed in. */
+export default async function ragRoutes (app: FastifyInstance, options: RagRoutesOptions): Promise<void> {
+  const tokens = new IdentityTokens(app, NAME, options.tokens, pseudonymousSubjects(options.jwtSecret))
+  const origin = publicFacts(options.publicUrl)
+  const pool = app.upstreamPools.rag
+  bufferBodies(app, 'application/json', true)
+  for (const url of RAG_ROUTES) {
+    app.post(url, { config: { identity: 'optional' } }, async (request, reply) => {
+      if (pool === undefined) throw new RagUpstreamNotConfiguredError()
+      return forward(tokens, pool, NAME, origin, request, reply)
+    })
+  }
+}
