@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
-import type { Config } from '../shared/config.ts'
+import type { AuthCoreConfig } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
@@ -69,7 +69,7 @@ async function sendWebResponse (reply: FastifyReply, response: Response): Promis
 }
 
 /** Better-Auth hosted on Fastify. Never listens: `server.ts` does. */
-export async function buildAuthCore (config: Readonly<Config>, options: AuthCoreOptions): Promise<FastifyInstance> {
+export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: AuthCoreOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? false,
     // better-auth reads and validates the raw body itself.

@@ -1,7 +1,7 @@
 import { betterAuth } from 'better-auth'
 import type { BetterAuthOptions } from 'better-auth'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Config, UserField } from '../shared/config.ts'
+import type { AuthCoreConfig, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { tokenRevocation } from './plugins/token-revocation/index.ts'
 
@@ -26,7 +26,7 @@ export function toAdditionalFields (fields: readonly UserField[]): AdditionalFie
  * back on credentialed fetches with `SameSite=None; Secure`, partitioned (CHIPS) so browsers that
  * phase out third-party cookies still keep it for that site.
  */
-function crossSiteCookies (config: Readonly<Config>) {
+function crossSiteCookies (config: Readonly<AuthCoreConfig>) {
   if (config.cookieSameSite === 'lax') return {}
   return {
     useSecureCookies: config.cookieSameSite === 'none' ? true : undefined,
@@ -52,7 +52,7 @@ function toPino (log: FastifyBaseLogger | undefined) {
   }
 }
 
-export function createAuthOptions (config: Readonly<Config>, pool: Pool, log?: FastifyBaseLogger) {
+export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
   return {
     appName: 'auth-gateway',
     database: pool,
@@ -90,7 +90,7 @@ export function createAuthOptions (config: Readonly<Config>, pool: Pool, log?: F
 
 export type AuthOptions = ReturnType<typeof createAuthOptions>
 
-export function createAuth (config: Readonly<Config>, pool: Pool, log?: FastifyBaseLogger) {
+export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
   return betterAuth(createAuthOptions(config, pool, log))
 }
 

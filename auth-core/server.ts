@@ -5,7 +5,7 @@ import { run } from '../shared/run.ts'
 import { buildAuthCore } from './app.ts'
 
 // `npm run start:auth-core`: the internal auth core alone, on 127.0.0.1:AUTH_CORE_PORT.
-await run(async (config) => {
+await run('auth-core', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start auth-core alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl)
   const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel) })

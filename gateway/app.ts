@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import type { Config } from '../shared/config.ts'
+import type { GatewayConfig } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
 import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
@@ -28,7 +28,7 @@ export interface GatewayOptions {
 }
 
 /** The gateway, built but not listening (`server.ts` listens; tests inject or listen on port 0). */
-export async function buildGateway (config: Readonly<Config>, options: GatewayOptions): Promise<FastifyInstance> {
+export async function buildGateway (config: Readonly<GatewayConfig>, options: GatewayOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? false,
     // Fastify trusts no hop for a bare number, so a hop count is given as proxy-addr's (address, hop) test.

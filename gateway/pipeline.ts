@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { Config } from '../shared/config.ts'
+import type { GatewayConfig } from '../shared/config.ts'
 import type { AccessRule } from './access/rules.ts'
 import accessStage from './stages/access.ts'
 import corsStage from './stages/cors.ts'
@@ -22,7 +22,7 @@ import rateLimitStage from './stages/rate-limit.ts'
  *
  * CORS runs before hygiene so that a hygiene refusal sent to an allowed origin is still readable by the page.
  */
-export async function registerPipeline (app: FastifyInstance, config: Readonly<Config>, rules: readonly AccessRule[]): Promise<void> {
+export async function registerPipeline (app: FastifyInstance, config: Readonly<GatewayConfig>, rules: readonly AccessRule[]): Promise<void> {
   await app.register(corsStage, { allowedOrigins: config.allowedOrigins })
   await app.register(hygieneStage, { publicUrl: config.publicUrl })
   await app.register(rateLimitStage, {

@@ -5,7 +5,7 @@ import { buildGateway } from './app.ts'
 import { run } from '../shared/run.ts'
 
 // `npm run start:gateway`: the gateway alone, against a real Postgres and a running auth-core.
-await run(async (config) => {
+await run('gateway', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl)
   const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })

@@ -15,32 +15,36 @@ export interface UserField {
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
-export interface Config {
-  nodeEnv: string
+/** What both services read. */
+export interface CommonConfig {
   production: boolean
   /** Unset: an embedded Postgres (PGlite) is started in `dataDir`. */
   databaseUrl: string | undefined
   /** @default './.data' */
   dataDir: string
-  betterAuthSecret: string
+  /** HS256 key of client tokens; both services verify them (auth-core's validate-session too). */
   jwtSecret: string
+  /** How `GET /auth/jwt` client tokens are signed: HS256 with `JWT_SECRET`, or EdDSA (JWKS). @default 'HS256' */
+  jwtAlg: JwtAlg
   /** @default 'http://localhost:8000' */
   publicUrl: string
+  /** @default ['http://localhost:3000'] */
+  allowedOrigins: readonly string[]
+  userFields: readonly UserField[]
+  /** @default 'info' */
+  logLevel: LogLevel
+}
+
+/** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
+export interface GatewayConfig extends CommonConfig {
   /** @default 8000 */
   port: number
   /** @default '127.0.0.1' */
   host: string
   /** @default 'http://127.0.0.1:3001' */
   authCoreUrl: string
-  /** @default 3001 */
-  authCorePort: number
-  /** Interface auth-core listens on; loopback unless it runs in its own container. @default '127.0.0.1' */
-  authCoreHost: string
-  /** @default ['http://localhost:3000'] */
-  allowedOrigins: readonly string[]
   ragUpstreamUrl: string | undefined
   appUpstreamUrl: string | undefined
-  userFields: readonly UserField[]
   /** @default 5 */
   authRateLimitMax: number
   /** Milliseconds. @default 15 minutes */
@@ -56,25 +60,36 @@ export interface Config {
   /** @default '1' */
   consentVersion: string
   /**
-   * Whose `X-Forwarded-For` entries are believed: nobody (the socket is the client), the last `n`
+   * Whose `X-Forwarded-For` to believe: nobody (`false`, the socket is the client), this many
    * hops, or these proxy addresses/CIDRs. The client is the rightmost entry not trusted. @default false
    */
   trustProxy: TrustProxy
   redisUrl: string | undefined
   /** Milliseconds. @default 5 seconds */
   sessionCacheTtl: number
-  /** @default 'info' */
-  logLevel: LogLevel
-  /** How `GET /auth/jwt` client tokens are signed: HS256 with `JWT_SECRET`, or EdDSA (JWKS). @default 'HS256' */
-  jwtAlg: JwtAlg
   /** How each upstream's identity tokens are signed and whom they name. */
   upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
+}
+
+/** What auth-core reads. */
+export interface AuthCoreConfig extends CommonConfig {
+  betterAuthSecret: string
+  /** @default 3001 */
+  authCorePort: number
+  /** Interface auth-core listens on; loopback unless it runs in its own container. @default '127.0.0.1' */
+  authCoreHost: string
   /**
    * `SameSite` of the session cookie. `none` (with `Secure` and `Partitioned`) only for a docs site on
    * another site than the gateway; it needs an https `PUBLIC_URL`. @default 'lax'
    */
   cookieSameSite: 'lax' | 'strict' | 'none'
 }
+
+/** Both services in one process (`npm start`, the tests, the CLIs). */
+export type Config = GatewayConfig & AuthCoreConfig
+
+/** Which service a configuration is loaded for: each validates only what it reads. */
+export type Service = 'gateway' | 'auth-core'
 
 export type Env = Record<string, string | undefined>
 
@@ -314,9 +329,10 @@ function secret (env: Env, name: string, production: boolean, generated: () => s
  * Each upstream's identity-token settings. An upstream's own secret must be its alone: never
  * `JWT_SECRET` (the gateway would accept what the upstream mints), never another upstream's.
  */
-function upstreamTokens (env: Env, config: Pick<Config, 'jwtSecret' | 'betterAuthSecret'>): Record<UpstreamName, UpstreamTokenConfig> {
+function upstreamTokens (env: Env, jwtSecret: string, betterAuthSecret: string | undefined = present(env, 'BETTER_AUTH_SECRET')): Record<UpstreamName, UpstreamTokenConfig> {
   const result = {} as Record<UpstreamName, UpstreamTokenConfig>
-  const taken = new Map<string, string>([[config.jwtSecret, 'JWT_SECRET'], [config.betterAuthSecret, 'BETTER_AUTH_SECRET']])
+  const taken = new Map<string, string>([[jwtSecret, 'JWT_SECRET']])
+  if (betterAuthSecret !== undefined) taken.set(betterAuthSecret, 'BETTER_AUTH_SECRET')
   for (const name of UPSTREAM_NAMES) {
     const prefix = `${name.toUpperCase()}_UPSTREAM`
     const secretName = `${prefix}_JWT_SECRET`
@@ -334,73 +350,87 @@ function upstreamTokens (env: Env, config: Pick<Config, 'jwtSecret' | 'betterAut
   return result
 }
 
-/**
- * Reads, validates and freezes the configuration. The only reader of the environment in the project.
- * Throws a `ConfigError` naming the first bad variable.
- */
-export function loadConfig (env: Env = process.env): Readonly<Config> {
-  const nodeEnv = present(env, 'NODE_ENV') ?? 'development'
-  const production = nodeEnv === 'production'
-  const dataDir = resolve(present(env, 'DATA_DIR') ?? DEFAULT_DATA_DIR)
-  let devSecrets: DevSecrets | undefined
-  const dev = (): DevSecrets => (devSecrets ??= loadDevSecrets(dataDir))
-
+function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dataDir: string): CommonConfig {
   const logLevel = (present(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel as LogLevel)) {
     throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`, logLevel)
   }
-  const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
-  const consentVersion = present(env, 'CONSENT_VERSION') ?? '1'
-  if (consentVersion.length > 32) throw new ConfigError('CONSENT_VERSION', 'must be at most 32 characters', consentVersion)
-  const rateLimitWindow = duration(env, 'RATE_LIMIT_WINDOW', '1 minute')
-
-  const config: Config = {
-    nodeEnv,
+  const jwtAlg = present(env, 'JWT_ALG') ?? 'HS256'
+  if (jwtAlg !== 'HS256' && jwtAlg !== 'EdDSA') throw new ConfigError('JWT_ALG', 'must be HS256 or EdDSA', jwtAlg)
+  return {
     production,
     databaseUrl: postgresUrl(env, 'DATABASE_URL'),
     dataDir,
-    betterAuthSecret: secret(env, 'BETTER_AUTH_SECRET', production, () => dev().betterAuthSecret),
     jwtSecret: secret(env, 'JWT_SECRET', production, () => dev().jwtSecret),
+    jwtAlg,
     publicUrl: httpUrl(env, 'PUBLIC_URL', DEFAULT_PUBLIC_URL) as string,
+    allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
+    userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
+    logLevel: logLevel as LogLevel
+  }
+}
+
+function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
+  const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
+  const consentVersion = present(env, 'CONSENT_VERSION') ?? '1'
+  if (consentVersion.length > 32) throw new ConfigError('CONSENT_VERSION', 'must be at most 32 characters', consentVersion)
+  const redisUrl = present(env, 'REDIS_URL')
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
+  return {
+    ...common,
     port: integer(env, 'PORT', DEFAULT_PORT, 0, 65535),
     host: present(env, 'HOST') ?? DEFAULT_HOST,
     authCoreUrl: httpUrl(env, 'AUTH_CORE_URL', `http://127.0.0.1:${authCorePort}`) as string,
-    authCorePort,
-    authCoreHost: present(env, 'AUTH_CORE_HOST') ?? DEFAULT_HOST,
-    allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
     ragUpstreamUrl: httpUrl(env, 'RAG_UPSTREAM_URL'),
     appUpstreamUrl: httpUrl(env, 'APP_UPSTREAM_URL'),
-    userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
     authRateLimitMax: integer(env, 'AUTH_RATE_LIMIT_MAX', 5, 1, 1_000_000_000),
     authRateLimitWindow: duration(env, 'AUTH_RATE_LIMIT_WINDOW', '15 minutes'),
     rateLimitMax: integer(env, 'RATE_LIMIT_MAX', 300, 1, 1_000_000_000),
-    rateLimitWindow,
+    rateLimitWindow: duration(env, 'RATE_LIMIT_WINDOW', '1 minute'),
     ragRateLimitAnon: integer(env, 'RAG_RATE_LIMIT_ANON', 30, 1, 1_000_000_000),
     ragRateLimitUser: integer(env, 'RAG_RATE_LIMIT_USER', 120, 1, 1_000_000_000),
     consentVersion,
     trustProxy: trustProxy(env, 'TRUST_PROXY'),
-    redisUrl: present(env, 'REDIS_URL'),
+    redisUrl,
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
-    logLevel: logLevel as LogLevel,
-    jwtAlg: 'HS256',
-    upstreamTokens: {
-      rag: { jwtSecret: undefined, subject: 'user' },
-      app: { jwtSecret: undefined, subject: 'user' }
-    },
-    cookieSameSite: 'lax'
+    upstreamTokens: Object.freeze(upstreamTokens(env, common.jwtSecret))
   }
-  const jwtAlg = present(env, 'JWT_ALG') ?? 'HS256'
-  if (jwtAlg !== 'HS256' && jwtAlg !== 'EdDSA') throw new ConfigError('JWT_ALG', 'must be HS256 or EdDSA', jwtAlg)
-  config.jwtAlg = jwtAlg
-  config.upstreamTokens = Object.freeze(upstreamTokens(env, config))
+}
+
+function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets): AuthCoreConfig {
   const sameSite = (present(env, 'COOKIE_SAME_SITE') ?? 'lax').toLowerCase()
   if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') throw new ConfigError('COOKIE_SAME_SITE', 'must be lax, strict or none', sameSite)
-  if (sameSite === 'none' && !config.publicUrl.startsWith('https:')) {
+  if (sameSite === 'none' && !common.publicUrl.startsWith('https:')) {
     throw new ConfigError('COOKIE_SAME_SITE', 'may be none only with an https PUBLIC_URL (browsers refuse SameSite=None without Secure)', sameSite)
   }
-  config.cookieSameSite = sameSite
-  if (config.redisUrl !== undefined && !/^rediss?:\/\//.test(config.redisUrl)) {
-    throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
+  return {
+    ...common,
+    betterAuthSecret: secret(env, 'BETTER_AUTH_SECRET', common.production, () => dev().betterAuthSecret),
+    authCorePort: integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535),
+    authCoreHost: present(env, 'AUTH_CORE_HOST') ?? DEFAULT_HOST,
+    cookieSameSite: sameSite
   }
-  return Object.freeze(config)
+}
+
+/**
+ * Reads, validates and freezes the configuration of one service, or of both (the default: `npm
+ * start`, the CLIs, the tests). The only reader of the environment in the project. Throws a
+ * `ConfigError` naming the first bad variable; a service never reads, so never refuses, a variable
+ * only the other one uses.
+ */
+export function loadConfig (env?: Env): Readonly<Config>
+export function loadConfig (env: Env, service: 'gateway'): Readonly<GatewayConfig>
+export function loadConfig (env: Env, service: 'auth-core'): Readonly<AuthCoreConfig>
+export function loadConfig (env: Env = process.env, service?: Service): Readonly<GatewayConfig | AuthCoreConfig | Config> {
+  const production = (present(env, 'NODE_ENV') ?? 'development') === 'production'
+  const dataDir = resolve(present(env, 'DATA_DIR') ?? DEFAULT_DATA_DIR)
+  let devSecrets: DevSecrets | undefined
+  const dev = (): DevSecrets => (devSecrets ??= loadDevSecrets(dataDir))
+  const common = commonConfig(env, dev, production, dataDir)
+  if (service === 'gateway') return Object.freeze(gatewayConfig(env, common))
+  if (service === 'auth-core') return Object.freeze(authCoreConfig(env, common, dev))
+  const both: Config = { ...gatewayConfig(env, common), ...authCoreConfig(env, common, dev) }
+  // One process holding both secrets: an upstream's key must differ from auth-core's too.
+  upstreamTokens(env, common.jwtSecret, both.betterAuthSecret)
+  return Object.freeze(both)
 }

@@ -169,3 +169,20 @@ t.test('a bad variable stops startup with one line naming it', async (t) => {
     t.notMatch(result.stderr, /too-short/, 'the secret itself is never printed')
   }
 })
+
+t.test('each service validates only what it reads: the gateway never needs BETTER_AUTH_SECRET', async (t) => {
+  const dataDir = tempDir(t)
+  const production = { NODE_ENV: 'production', DATA_DIR: dataDir, JWT_SECRET: SECRET }
+  const gateway = loadConfig(production, 'gateway')
+  t.equal(gateway.jwtSecret, SECRET)
+  t.notOk('betterAuthSecret' in gateway, 'the gateway configuration holds no auth-core secret')
+  t.throws(() => loadConfig(production, 'auth-core'), { name: 'ConfigError', variable: 'BETTER_AUTH_SECRET' }, 'auth-core requires it')
+  t.throws(() => loadConfig(production), { name: 'ConfigError', variable: 'BETTER_AUTH_SECRET' }, 'both services in one process require it')
+
+  const gatewayOnly = { DATA_DIR: dataDir, RAG_UPSTREAM_URL: 'not a url', RATE_LIMIT_MAX: 'many', TRUST_PROXY: 'true' }
+  t.notOk('ragUpstreamUrl' in loadConfig(gatewayOnly, 'auth-core'), 'auth-core ignores the gateway\'s variables')
+  t.throws(() => loadConfig(gatewayOnly, 'gateway'), { name: 'ConfigError', variable: 'RAG_UPSTREAM_URL' })
+  const authOnly = { DATA_DIR: dataDir, COOKIE_SAME_SITE: 'sometimes', AUTH_CORE_HOST: '0.0.0.0' }
+  t.notOk('cookieSameSite' in loadConfig(authOnly, 'gateway'), 'the gateway ignores auth-core\'s variables')
+  t.throws(() => loadConfig(authOnly, 'auth-core'), { name: 'ConfigError', variable: 'COOKIE_SAME_SITE' })
+})
