@@ -36,10 +36,6 @@ function crossSiteCookies (config: Readonly<AuthCoreConfig>) {
   }
 }
 
-/**
- * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
- * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
- */
 /** better-auth's own log lines, into pino (object first; its extra arguments only when they are errors). */
 function toPino (log: FastifyBaseLogger | undefined) {
   if (log === undefined) return { level: 'error' as const }
@@ -52,6 +48,10 @@ function toPino (log: FastifyBaseLogger | undefined) {
   }
 }
 
+/**
+ * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
+ * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
+ */
 export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
   return {
     appName: 'auth-gateway',
@@ -87,8 +87,6 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
     logger: toPino(log)
   } satisfies BetterAuthOptions
 }
-
-export type AuthOptions = ReturnType<typeof createAuthOptions>
 
 export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
   return betterAuth(createAuthOptions(config, pool, log))

@@ -21,7 +21,6 @@ export const BadPathError = createError('BAD_PATH', 'The request path is not all
 export const DuplicateHostError = createError('BAD_REQUEST', 'The request carries more than one Host header', 400)
 export const ConsentRequiredError = createError('CONSENT_REQUIRED', 'Consent must be given to store background information', 400)
 export const RateLimitedError = createError('RATE_LIMITED', 'Too many requests, retry in %s seconds', 429)
-export const MethodNotAllowedError = createError('METHOD_NOT_ALLOWED', 'Method %s is not allowed on this route', 405)
 export const BadRedirectError = createError('BAD_REDIRECT', 'The redirect target is not allowed: it must be on PUBLIC_URL or an ALLOWED_ORIGINS origin', 400)
 export const InvalidJsonError = createError('INVALID_JSON', 'The request body is not valid JSON', 400)
 export const NotReadyError = createError('NOT_READY', 'Not ready: %s', 503)
@@ -75,7 +74,6 @@ export const GATEWAY_ERRORS = errorRegistry('gateway', [
   { type: InvalidTokenError, meaning: 'the bearer token is invalid, expired or revoked', action: 'get a new token from `/auth/jwt`' },
   { type: ForbiddenError, meaning: 'the caller lacks the role the route needs, or no rule allows the route', action: '—' },
   { type: CsrfRejectedError, meaning: 'a cookie-authenticated change from a foreign origin', action: 'call from an allowed origin' },
-  { type: MethodNotAllowedError, meaning: 'the route does not take this method', action: 'use the documented method' },
   { type: RateLimitedError, meaning: 'the caller\'s budget for the route is spent', action: 'wait `Retry-After` seconds' },
   { type: HeaderTooLargeError, meaning: 'a `Cookie` or `Authorization` header over the gateway\'s limit', action: 'clear cookies or send a shorter token' },
   { type: BadGatewayError, meaning: 'an upstream answered something invalid', action: 'check the upstream' },

@@ -12,7 +12,7 @@ export interface AccessRule {
 }
 
 /**
- * DESIGN §5, the whole access policy in one place. Every route registered on the gateway must match
+ * The whole access policy in one place. Every route registered on the gateway must match
  * exactly one rule, or the gateway refuses to start; a request no rule allows is denied.
  * To add a route: register it, add its rule here, and add a case to the access tests.
  */

@@ -59,8 +59,6 @@ export interface IdentityResolverOptions {
   /** Milliseconds a session look-up is reused. @default 5000 */
   sessionCacheTtl: number
   userFields: readonly UserField[]
-  /** @default 10000 */
-  maxCacheEntries?: number
 }
 
 interface VerifiedEntry {
@@ -75,6 +73,8 @@ const ANONYMOUS: Resolution = { identity: null, error: null }
 // Cookies auth-core did not recognise (forged, expired) are remembered apart and in few entries, so
 // a flood of distinct forged cookies can neither grow memory nor push real sessions out.
 const ANONYMOUS_CACHE_ENTRIES = 1000
+/** Sessions, revocation generations and verified tokens each remembered, oldest dropped first. */
+const SESSION_CACHE_ENTRIES = 10_000
 
 /** The cache key of a session cookie: its digest, so a cached entry costs 43 bytes whatever the cookie's size. */
 function cookieKey (cookies: string): string {
@@ -120,10 +120,10 @@ export class IdentityResolver {
   constructor (app: FastifyInstance, options: Required<IdentityResolverOptions>) {
     this.#app = app
     this.#options = options
-    this.#sessions = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#sessions = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
     this.#unknownCookies = new TtlCache(options.sessionCacheTtl, ANONYMOUS_CACHE_ENTRIES)
-    this.#revocations = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
-    this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, options.maxCacheEntries)
+    this.#revocations = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
+    this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
   }
 
   /**

@@ -43,7 +43,7 @@ async function identityPlugin (app: FastifyInstance, options: IdentityPluginOpti
     signer: jwtAlg === 'EdDSA' ? new EdDsaSigner(keyRing, 'client') : new JwtKeys(options.jwtSecret),
     verifier: new ClientTokenVerifier(options.jwtSecret, jwtAlg === 'EdDSA' ? keyRing : null)
   })
-  const identities = new IdentityResolver(app, { maxCacheEntries: 10_000, jwtAlg, ...options })
+  const identities = new IdentityResolver(app, { jwtAlg, ...options })
   app.decorate('identities', identities)
   const sweeper = setInterval(() => { identities.sweep() }, SWEEP_INTERVAL_MS)
   sweeper.unref()

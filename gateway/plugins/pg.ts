@@ -9,14 +9,12 @@ declare module 'fastify' {
 }
 
 export interface PgPluginOptions {
+  /** The caller's pool: the caller ends it (one pool may serve auth-core and the gateway in one process). */
   pool: Pool
-  /** End the pool when the app closes; false when the caller owns it. @default false */
-  closePool?: boolean
 }
 
 async function pgPlugin (app: FastifyInstance, options: PgPluginOptions): Promise<void> {
   app.decorate('pg', options.pool)
-  if (options.closePool === true) app.addHook('onClose', async () => { await options.pool.end() })
 }
 
 export default fp(pgPlugin, { name: 'pg' })

@@ -72,7 +72,7 @@ export function normaliseUpdate (update: ProfileUpdate): ProfileUpdate {
   return normalised
 }
 
-/** DESIGN §6: background information is stored only in a request that gives consent. */
+/** Background information is stored only in a request that gives consent. */
 export function violatesConsent (update: ProfileUpdate): boolean {
   return update.consentGiven !== true && BACKGROUND_FIELDS.some((field) => {
     const value = update[field]

@@ -14,6 +14,9 @@ function reject (reason: string): Normalised {
   return { ok: false, reason }
 }
 
+// Already canonical: nothing to decode, no dot segments, no doubled slashes, nothing to refuse.
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-_~]+(?:\.[A-Za-z0-9\-_~]+)*)+\/?$|^\/$/
+
 /**
  * Normalises a raw request target (`req.url`): absolute-form reduced to its path, fragment dropped,
  * unreserved characters percent-decoded, duplicate slashes collapsed, dot segments removed.
@@ -21,9 +24,6 @@ function reject (reason: string): Normalised {
  * NUL and control characters, encoded dot segments, `;` parameters under protected prefixes,
  * malformed percent-escapes and anything that is not an origin-form path.
  */
-// Already canonical: nothing to decode, no dot segments, no doubled slashes, nothing to refuse.
-const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-_~]+(?:\.[A-Za-z0-9\-_~]+)*)+\/?$|^\/$/
-
 export function normalisePath (target: string): Normalised {
   const queryAt = target.indexOf('?')
   const hashAt = target.indexOf('#')

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process'
 import { getMigrations } from 'better-auth/db/migration'
 import { sql } from 'kysely'
 import { createAuthOptions } from '../../auth-core/auth.ts'
-import type { AuthOptions } from '../../auth-core/auth.ts'
+import type { BetterAuthOptions } from 'better-auth'
 import { createPool } from '../../shared/db.ts'
 import type { Pool } from '../../shared/db.ts'
 import { GATEWAY_MIGRATIONS, MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrate } from '../../shared/migrate.ts'
@@ -103,7 +103,7 @@ const OLD_RUNNER_MIGRATIONS: ReadonlyArray<{ version: number, name: string, sql:
 ]
 
 /** better-auth's tables, then the gateway's up to `upTo` exactly as the previous runner applied them. */
-async function migrateWithOldRunner (pool: Pool, authOptions: AuthOptions, upTo: number): Promise<void> {
+async function migrateWithOldRunner (pool: Pool, authOptions: BetterAuthOptions, upTo: number): Promise<void> {
   await (await getMigrations(authOptions)).runMigrations()
   await pool.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,

@@ -106,7 +106,7 @@ function validateOptions (options: ProfileRoutesOptions): Set<string> {
   return writeOrigins(options.allowedOrigins, options.publicUrl)
 }
 
-/** DESIGN §6: the caller's profile and consent, on Postgres. */
+/** The caller's profile and consent, on Postgres. */
 export default async function profileRoutes (app: FastifyInstance, options: ProfileRoutesOptions): Promise<void> {
   const allowedOrigins = validateOptions(options)
   const profiles = createProfileRepository(app.pg)
