@@ -1,25 +1,12 @@
 /*
- * The profile API's shapes (DESIGN §6), shared by the gateway and the browser client: types only, so
- * the client bundle stays free of server code.
+ * The profile API's shapes (DESIGN §6). What the browser client needs lives in its package
+ * (`shared/client/src/profile.ts`) and is re-exported here, so the gateway imports every shape from
+ * one place and the client package carries no server code.
  */
+import type { Profile } from './client/src/profile.ts'
 
-export const BACKGROUND_FIELDS = ['softwareBackground', 'hardwareBackground', 'interestArea'] as const
-export type BackgroundField = typeof BACKGROUND_FIELDS[number]
-
-/** A profile as the API returns it: timestamps in ISO 8601, `null` when unset. */
-export interface Profile {
-  softwareBackground: string | null
-  hardwareBackground: string | null
-  interestArea: string | null
-  consentGiven: boolean
-  consentAt: string | null
-  consentVersion: string | null
-  createdAt: string | null
-  updatedAt: string | null
-}
-
-/** What a caller may change; an absent field keeps its stored value; background fields need `consentGiven: true`. */
-export type ProfileUpdate = Partial<Record<BackgroundField, string | null>> & { consentGiven?: boolean }
+export { BACKGROUND_FIELDS } from './client/src/profile.ts'
+export type { BackgroundField, Profile, ProfileUpdate } from './client/src/profile.ts'
 
 export type ConsentAction = 'grant' | 'withdraw'
 

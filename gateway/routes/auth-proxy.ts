@@ -89,7 +89,7 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
     upstream: options.authCoreUrl,
     proxyPayloads: false,
     disableRequestLogging: true,
-    preHandler: async (request) => {
+    preHandler: async function checkRedirectTargets (request) {
       const refused = refusedRedirect(requestParameters(request), options.publicUrl, allowedOrigins)
       if (refused !== undefined) {
         request.log.info({ event: 'redirect_refused', path: request.routeOptions.url }, 'redirect target refused')

@@ -15,7 +15,7 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.map': 'application/json'
 }
 
-/** Bundles the test page (`page/main.ts` with `auth-gateway/client`) into a temporary folder. */
+/** Bundles the test page (`page/main.ts` with `@auth-gateway/client`) into a temporary folder. */
 export async function buildFrontend (t: Teardown): Promise<string> {
   const outdir = tempDir(t, 'auth-gateway-frontend-')
   await build({

@@ -1,5 +1,5 @@
-// The test frontend: what a Docusaurus page does with `auth-gateway/client`, without React.
-import { createGatewayClient } from 'auth-gateway/client'
+// The test frontend: what a Docusaurus page does with `@auth-gateway/client`, without React.
+import { createGatewayClient } from '@auth-gateway/client'
 
 const gatewayUrl = new URLSearchParams(location.search).get('gateway') ?? 'http://localhost:8000'
 const client = createGatewayClient({ baseURL: gatewayUrl })

@@ -1,7 +1,7 @@
 import { createAuthClient } from 'better-auth/client'
 import type { Profile, ProfileUpdate } from './profile.ts'
 
-/** The browser (and Node) client of the gateway, published as `auth-gateway/client`. */
+/** The browser (and Node) client of the gateway, the package `@auth-gateway/client`. */
 export interface GatewayClientOptions {
   /** The gateway's public origin, e.g. `https://api.example.com` (no `/auth` suffix). */
   baseURL: string
