@@ -5,9 +5,9 @@ import type { BackgroundField, ConsentAction, Profile, ProfileExport, ProfileUpd
 import { ConsentRequiredError } from '../errors.ts'
 
 export { BACKGROUND_FIELDS }
-export type { BackgroundField, ConsentAction, ConsentLogEntry, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
+export type { ConsentAction, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
 
-/** The `varchar` length of each background column (migration 1). */
+/** The `varchar` length of each background column (migration 0001-profiles-and-consent-log). */
 export const BACKGROUND_MAX_LENGTH = 100
 
 export interface UpsertResult {
