@@ -19,6 +19,8 @@ import healthRoutes from './routes/health.ts'
 import profileRoutes from './routes/profile/index.ts'
 import sessionEvents from './plugins/session-events.ts'
 import tokenRoutes from './routes/tokens.ts'
+import validateSessionRoutes from './routes/validate-session.ts'
+import userProfileRoutes from './routes/user-profile.ts'
 
 export interface GatewayOptions {
   pool: Pool
@@ -50,7 +52,9 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
-  await app.register(tokenRoutes, { publicUrl: config.publicUrl })
+  await app.register(tokenRoutes)
+  await app.register(validateSessionRoutes)
+  await app.register(userProfileRoutes, { publicUrl: config.publicUrl })
   await app.register(ragRoutes, { tokens: config.upstreamTokens.rag, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl })
   await app.register(appUpstreamRoutes, { tokens: config.upstreamTokens.app, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl) })
   return app

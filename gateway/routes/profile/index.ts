@@ -1,13 +1,11 @@
-import { Ajv } from 'ajv'
-import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { isSameSiteWrite, writeOrigins } from '../../guards/csrf.ts'
 import { CsrfRejectedError, UnauthorizedError } from '../../errors.ts'
-import type { TokenClaims } from '../../../shared/jwt.ts'
 import { callerOf } from '../../identity/identity-resolver.ts'
-import type { ClaimProvider, Identity } from '../../identity/identity-resolver.ts'
-import { TtlCache } from '../../ttl-cache.ts'
-import { BACKGROUND_MAX_LENGTH, createProfileRepository } from '../../repositories/profile-repository.ts'
-import type { ProfileRepository, ProfileUpdate } from '../../repositories/profile-repository.ts'
+import { createProfileRepository } from '../../repositories/profile-repository.ts'
+import type { ProfileUpdate } from '../../repositories/profile-repository.ts'
+import { ConsentedClaims } from './consented-claims.ts'
+import { formatValidationErrors, PROFILE_BODY_SCHEMA, strictAjv } from './schema.ts'
 
 export const PROFILE_PATH = '/api/v1/profile'
 export const PROFILE_EXPORT_PATH = '/api/v1/profile/export'
@@ -24,81 +22,6 @@ export interface ProfileRoutesOptions {
   publicUrl: string
   /** How long consented claims are reused by this replica, in ms (`SESSION_CACHE_TTL`). @default 5000 */
   claimsCacheTtl?: number
-}
-
-const backgroundSchema = {
-  type: ['string', 'null'],
-  maxLength: BACKGROUND_MAX_LENGTH,
-  // Postgres text cannot hold NUL: refused here rather than failing in the database.
-  pattern: '^[^\\u0000]*$'
-} as const
-
-export const PROFILE_BODY_SCHEMA = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    softwareBackground: backgroundSchema,
-    hardwareBackground: backgroundSchema,
-    interestArea: backgroundSchema,
-    consentGiven: { type: 'boolean' }
-  }
-} as const
-
-// Fastify's shared ajv silently drops unknown properties and coerces `5` into `"5"`; the profile
-// body is validated strictly, so both are refused with 400.
-const strictAjv = new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, allowUnionTypes: true })
-
-function formatValidationErrors (errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const [first] = errors
-  const where = `${dataVar}${first.instancePath}`
-  if (first.keyword === 'additionalProperties') return new Error(`${where} has an unknown field '${String(first.params.additionalProperty)}'`)
-  if (first.keyword === 'pattern') return new Error(`${where} must not contain NUL characters`)
-  return new Error(`${where} ${first.message ?? 'is invalid'}`)
-}
-
-/**
- * Profile fields travel in upstream identity tokens only while consent is given. Read through a short
- * cache (no Postgres round trip per RAG call) that every write through this gateway evicts at once,
- * so the very next request after a withdrawal carries none of them.
- */
-export class ConsentedClaims {
-  readonly #repository: ProfileRepository
-  readonly #cache: TtlCache<string, TokenClaims>
-  // Bumped by every write: a read that overlapped a write is not cached.
-  readonly #writes = new Map<string, number>()
-
-  constructor (repository: ProfileRepository, ttlMs: number) {
-    this.#repository = repository
-    this.#cache = new TtlCache(ttlMs)
-  }
-
-  readonly provider: ClaimProvider = (identity) => this.#cache.get(identity.userId) ?? this.#load(identity)
-
-  async #load (identity: Identity): Promise<TokenClaims> {
-    const writesBefore = this.#writes.get(identity.userId)
-    const claims = await this.#repository.consentedClaims(identity.userId)
-    if (this.#writes.get(identity.userId) === writesBefore) this.#cache.set(identity.userId, claims)
-    return claims
-  }
-
-  /** Around every profile write: forget the claims and refuse to cache reads that overlap it. */
-  async writing<T> (userId: string, write: () => Promise<T>): Promise<T> {
-    this.#writes.set(userId, (this.#writes.get(userId) ?? 0) + 1)
-    this.#cache.delete(userId)
-    try {
-      return await write()
-    } finally {
-      this.#cache.delete(userId)
-      const left = (this.#writes.get(userId) ?? 1) - 1
-      if (left === 0) this.#writes.delete(userId)
-      else this.#writes.set(userId, left)
-    }
-  }
-}
-
-/** The claim provider alone, reading fresh each time (tests and single calls). */
-export function profileClaimProvider (repository: ProfileRepository): ClaimProvider {
-  return async (identity) => repository.consentedClaims(identity.userId)
 }
 
 function validateOptions (options: ProfileRoutesOptions): Set<string> {
