@@ -5,6 +5,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { createPool, startEmbeddedPostgres } from '../../shared/db.ts'
+import type { EmbeddedPostgres } from '../../shared/db.ts'
 import { tempDir } from '../helper.ts'
 
 const SOCKET_NAME = '.s.PGSQL.5432'
@@ -31,6 +32,17 @@ function assertPrivateDir (t: Test, dir: string): void {
   t.ok(stat.isDirectory(), `${dir} is a directory`)
   t.equal((stat.mode & 0o777).toString(8), '700', 'the socket directory is 0700')
   t.equal(stat.uid, process.getuid?.(), 'and owned by the current user')
+}
+
+/** `SELECT 1` through a pool on the embedded database, then stops both. */
+async function selectOneThenStop (embedded: EmbeddedPostgres): Promise<number> {
+  const pool = createPool(embedded.url)
+  try {
+    return (await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0].one
+  } finally {
+    await pool.end()
+    await embedded.stop()
+  }
 }
 
 t.test('the embedded database is served on a private Unix socket and keeps its files owner-only', async (t) => {
@@ -83,13 +95,7 @@ t.test('in memory (dataDir null) the socket sits in a private temporary folder r
   const host = socketHost(embedded.url)
   t.ok(host.startsWith(tmpdir()), 'under the temporary folder')
   assertPrivateDir(t, host)
-  const pool = createPool(embedded.url)
-  try {
-    t.equal((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0].one, 1)
-  } finally {
-    await pool.end()
-    await embedded.stop()
-  }
+  t.equal(await selectOneThenStop(embedded), 1, 'a query through createPool(url) works')
   t.notOk(existsSync(host), 'stop() removes the folder and its socket')
 })
 
@@ -100,13 +106,7 @@ t.test('a DATA_DIR too deep for a socket path falls back to a private temporary 
   const host = socketHost(embedded.url)
   t.ok(host.startsWith(tmpdir()) && !host.startsWith(dataDir), `the socket is not in DATA_DIR (${host})`)
   assertPrivateDir(t, host)
-  const pool = createPool(embedded.url)
-  try {
-    t.equal((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0].one, 1)
-  } finally {
-    await pool.end()
-    await embedded.stop()
-  }
+  t.equal(await selectOneThenStop(embedded), 1, 'a query through createPool(url) works')
   t.notOk(existsSync(host), 'stop() removes the temporary folder')
   t.same(exposed(join(dataDir, 'pglite')), [], 'the data files are owner-only')
 })
