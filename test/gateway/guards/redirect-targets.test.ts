@@ -40,7 +40,7 @@ t.test('redirect targets: allowed only on the gateway or an allowed origin, afte
   }
 })
 
-t.test('redirect values are found at any depth and in arrays; a non-string is refused', async (t) => {
+t.test('redirect values are found in nested objects and arrays; a non-string is refused', async (t) => {
   t.same(redirectValues({ callbackURL: '/a', nested: { redirectTo: ['/b', '/c'] }, other: '//x' }), ['/a', '/b', '/c'])
   t.same(redirectValues('callbackURL'), [])
   t.equal(refusedRedirect(['/a', 'https://docs.example.com/'], PUBLIC_URL, ALLOWED), undefined)
