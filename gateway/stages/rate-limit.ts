@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { createRequire } from 'node:module'
 import type { Redis } from 'ioredis'
-import type { FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { clientAddress } from '../client-address.ts'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './normalise.ts'
@@ -14,7 +14,7 @@ export interface RateLimitPluginOptions {
   window: number
   ragAnon: number
   ragUser: number
-  /** Shared counters for several replicas; in-process counters when unset. */
+  /** Shared counters for several replicas; in-process counters when unset, and while Redis does not answer. */
   redisUrl?: string
 }
 
@@ -22,6 +22,8 @@ export interface RateLimitPluginOptions {
 // guess the password through change-password or delete-user outside the sign-in budget.
 const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up|change-password|verify-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
+// Liveness and readiness: counted on the replica alone, so a hung Redis cannot slow them down.
+const PROBE_PATHS = new Set(['/health', '/ready'])
 const NAMESPACE = 'auth-gateway-rl:'
 // Distinct keys (addresses and users) the in-process store remembers, least recently seen dropped first.
 const LOCAL_KEYS = 5000
@@ -30,27 +32,137 @@ export function isAuthGroup (path: string): boolean {
   return AUTH_GROUP.test(path)
 }
 
-/** The counter stores of `@fastify/rate-limit` (fixed windows): in-process LRU, or a Lua script on Redis. */
-interface CounterStore {
-  incr (key: string, callback: (err: Error | null, result: { current: number, ttl: number } | null) => void, timeWindow: number, max: number): void
+interface Count {
+  current: number
+  ttl: number
 }
-type StoreConstructor<A extends unknown[]> = new (continueExceeding: boolean, exponentialBackoff: boolean, ...rest: A) => CounterStore
+
+/** The counter stores of `@fastify/rate-limit` (fixed windows): in-process LRU, or a Lua script on Redis. */
+interface CounterStore<E> {
+  incr (key: string, callback: (err: E, result: Count | null) => void, timeWindow: number, max: number): void
+}
+type StoreConstructor<E, A extends unknown[]> = new (continueExceeding: boolean, exponentialBackoff: boolean, ...rest: A) => CounterStore<E>
 const require = createRequire(import.meta.url)
-const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreConstructor<[cache: number]>
-const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreConstructor<[redis: Redis, key: string]>
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreConstructor<null, [cache: number]>
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreConstructor<Error | null, [redis: Redis, key: string]>
+
+// A hung Redis must cost a request no more than this: past it the request is counted in-process.
+const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
+const DEFAULT_REDIS_CONNECT_TIMEOUT_MS = 1000
+const DEFAULT_REDIS_RETRY_MAX_MS = 2000
+// How often a connection that is open but stopped answering is tried again.
+const DEFAULT_REDIS_RETRY_INTERVAL_MS = 1000
+const RETRY_KEY = 'retry'
+
+/** Counts one request against a key; never fails, so a budget can never be skipped. */
+interface Counter {
+  count (key: string, window: number, max: number, callback: (count: Count) => void): void
+}
+
+class LocalCounter implements Counter {
+  readonly #store = new LocalStore(false, false, LOCAL_KEYS)
+
+  count (key: string, window: number, max: number, callback: (count: Count) => void): void {
+    // Synchronous, and the result is the entry the LRU keeps (later requests change it): copied.
+    this.#store.incr(key, (_err, result) => { callback({ current: result?.current ?? 1, ttl: result?.ttl ?? window }) }, window, max)
+  }
+}
+
+/**
+ * Redis's counters while Redis answers, the replica's own while it does not (no connection, an
+ * error, or no answer within the command timeout). Every request is counted in-process as well, so
+ * a replica that loses Redis mid-window goes on from what it has seen rather than from zero.
+ */
+class RedisCounter implements Counter {
+  readonly #redis: Redis
+  readonly #shared: CounterStore<Error | null>
+  readonly #local: LocalCounter
+  readonly #log: FastifyBaseLogger
+  #up = false
+  #outage = false
+  #closed = false
+  #retry: NodeJS.Timeout | undefined
+  #retrying = false
+
+  constructor (redis: Redis, local: LocalCounter, log: FastifyBaseLogger) {
+    this.#redis = redis
+    this.#shared = new RedisStore(false, false, redis, NAMESPACE)
+    this.#local = local
+    this.#log = log
+    redis.on('ready', () => { this.#markUp() })
+    // ioredis emits `error` and `close` for every failed reconnect: the outage is logged once.
+    redis.on('error', (err: Error) => { this.#markDown(err) })
+    redis.on('close', () => { this.#markDown(undefined) })
+  }
+
+  count (key: string, window: number, max: number, callback: (count: Count) => void): void {
+    this.#local.count(key, window, max, (local) => {
+      if (!this.#up) {
+        callback(local)
+        return
+      }
+      this.#shared.incr(key, (err, shared) => {
+        if (err === null && shared !== null) {
+          callback(shared)
+          return
+        }
+        this.#markDown(err ?? undefined)
+        // A hung server keeps its connection open and ioredis never reconnects: try it again ourselves.
+        this.#retry ??= setInterval(() => { this.#tryAgain() }, DEFAULT_REDIS_RETRY_INTERVAL_MS).unref()
+        callback(local)
+      }, window, max)
+    })
+  }
+
+  close (): void {
+    this.#closed = true
+    clearInterval(this.#retry)
+    this.#redis.disconnect()
+  }
+
+  // With the real script, so a Redis that answers PING but refuses writes (OOM, a read-only replica) stays down.
+  #tryAgain (): void {
+    if (this.#retrying || this.#redis.status !== 'ready') return
+    this.#retrying = true
+    this.#shared.incr(RETRY_KEY, (err) => {
+      this.#retrying = false
+      if (err === null) this.#markUp()
+    }, DEFAULT_REDIS_RETRY_INTERVAL_MS, 1)
+  }
+
+  #markUp (): void {
+    clearInterval(this.#retry)
+    this.#retry = undefined
+    this.#up = true
+    if (!this.#outage) return
+    this.#outage = false
+    this.#log.info({ event: 'redis_up' }, 'redis answers again: rate limits counted in redis')
+  }
+
+  #markDown (err: Error | undefined): void {
+    this.#up = false
+    if (this.#closed) return
+    if (this.#outage) {
+      this.#log.debug({ err }, 'redis still unreachable')
+      return
+    }
+    this.#outage = true
+    this.#log.warn({ event: 'redis_down', err }, 'redis unreachable: rate limits counted per replica until it answers')
+  }
+}
 
 /**
  * One budget: `max` requests per `window` ms per key. Counted through the store's callback, so with
  * in-process counters a request is checked without a promise or a turn of the event loop.
  */
 class Budget {
-  readonly #store: CounterStore
+  readonly #counter: Counter
   readonly #group: string
   readonly #max: number
   readonly #window: number
 
-  constructor (store: CounterStore, group: string, max: number, window: number) {
-    this.#store = store
+  constructor (counter: Counter, group: string, max: number, window: number) {
+    this.#counter = counter
     this.#group = group
     this.#max = max
     this.#window = window
@@ -58,14 +170,7 @@ class Budget {
 
   /** Counts the request against `key`; `done` gets a 429 error once the budget is spent. */
   take (request: FastifyRequest, key: string, done: HookHandlerDoneFunction): void {
-    this.#store.incr(key, (err, result) => {
-      // With Redis unreachable the request goes through: an outage of the counter store must not
-      // take the docs site down with it (the connection's own error events are logged as warnings).
-      if (err !== null || result === null) {
-        request.log.debug({ err, group: this.#group }, 'rate-limit counter store unavailable')
-        done()
-        return
-      }
+    this.#counter.count(key, this.#window, this.#max, (result) => {
       if (result.current <= this.#max) {
         done()
         return
@@ -73,33 +178,51 @@ class Budget {
       request.log.warn({ event: 'rate_limited', group: this.#group }, 'rate limit reached')
       const retryAfter = String(Math.max(1, Math.ceil(result.ttl / 1000)))
       done(Object.assign(new RateLimitedError(retryAfter), { headers: { 'retry-after': retryAfter } }))
-    }, this.#window, this.#max)
+    })
   }
+}
+
+async function connectRedis (app: FastifyInstance, url: string, local: LocalCounter): Promise<Counter> {
+  // Loaded only when configured: a single replica never pays for the client.
+  const { Redis } = await import('ioredis')
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
+    commandTimeout: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+    // Always a number: ioredis gives up for good on anything else, and a Redis may come back any time.
+    retryStrategy: (attempt: number) => Math.min(attempt * 100, DEFAULT_REDIS_RETRY_MAX_MS)
+  })
+  const counter = new RedisCounter(redis, local, app.log)
+  app.addHook('onClose', async () => { counter.close() })
+  // One attempt's worth of waiting, so that a reachable Redis counts from the first request; an
+  // unreachable one is retried in the background while the replica counts on its own.
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    redis.connect().catch(() => {}),
+    new Promise<void>((resolve) => { timer = setTimeout(resolve, DEFAULT_REDIS_CONNECT_TIMEOUT_MS + DEFAULT_REDIS_COMMAND_TIMEOUT_MS) })
+  ])
+  clearTimeout(timer)
+  return counter
 }
 
 /**
  * Three budgets, decided on the normalised path and the canonical client address (the socket, or
  * the rightmost untrusted `X-Forwarded-For` entry with `TRUST_PROXY`): every route; the auth
  * group; the RAG routes per user when signed in, per address when not. The RAG check runs after the
- * access policy has resolved the caller.
+ * access policy has resolved the caller. `/health` and `/ready` spend the first budget on this
+ * replica's counters only. With Redis away the budgets stay, per replica (docs/redis.md).
  */
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
-  let store: CounterStore
-  if (options.redisUrl !== undefined) {
-    // Loaded only when configured: a single replica never pays for the client.
-    const { Redis } = await import('ioredis')
-    const redis = new Redis(options.redisUrl, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
-    redis.on('error', (err) => { app.log.warn({ err }, 'redis unreachable for rate-limit counters') })
-    await redis.connect()
-    app.addHook('onClose', async () => { await redis.quit() })
-    store = new RedisStore(false, false, redis, NAMESPACE)
-  } else {
-    store = new LocalStore(false, false, LOCAL_KEYS)
-  }
-  const general = new Budget(store, 'all', options.max, options.window)
-  const auth = new Budget(store, 'auth', options.authMax, options.authWindow)
-  const ragAnon = new Budget(store, 'rag-anonymous', options.ragAnon, options.window)
-  const ragUser = new Budget(store, 'rag-user', options.ragUser, options.window)
+  const local = new LocalCounter()
+  const counter = options.redisUrl === undefined ? local : await connectRedis(app, options.redisUrl, local)
+  const general = new Budget(counter, 'all', options.max, options.window)
+  // The same budget on this replica's counters only: a load balancer probes each replica itself.
+  const probes = new Budget(local, 'all', options.max, options.window)
+  const auth = new Budget(counter, 'auth', options.authMax, options.authWindow)
+  const ragAnon = new Budget(counter, 'rag-anonymous', options.ragAnon, options.window)
+  const ragUser = new Budget(counter, 'rag-user', options.ragUser, options.window)
 
   app.addHook('onRequest', function rateLimit (request, _reply, done) {
     // The CORS plugin answers every OPTIONS itself (204, or 404 to an unlisted origin), never forwarding
@@ -110,7 +233,12 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
       return
     }
     const ip = clientAddress(request)
-    if (!isAuthGroup(routedPath(request))) {
+    const path = routedPath(request)
+    if (PROBE_PATHS.has(path)) {
+      probes.take(request, `all:${ip}`, done)
+      return
+    }
+    if (!isAuthGroup(path)) {
       general.take(request, `all:${ip}`, done)
       return
     }
