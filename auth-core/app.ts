@@ -1,8 +1,9 @@
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import type { AuthCoreConfig } from '../shared/config.ts'
+import { logPoolErrors } from '../shared/db.ts'
 import type { Pool } from '../shared/db.ts'
-import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
+import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
@@ -53,10 +54,44 @@ function toErrorFormat (text: string): string {
   return text
 }
 
-async function sendWebResponse (reply: FastifyReply, response: Response): Promise<void> {
+/** How long a failed request waits to learn whether Postgres answers, after better-auth already gave up. */
+const DATABASE_PROBE_MS = 1_000
+
+/**
+ * Why Postgres does not answer `SELECT 1` (within `DATABASE_PROBE_MS`), or `null` when it does.
+ * Concurrent failures share one probe.
+ */
+function databaseProbe (pool: Pool): () => Promise<unknown> {
+  let pending: Promise<unknown> | null = null
+  const probe = async (): Promise<unknown> => {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        pool.query('SELECT 1'),
+        new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => { reject(new Error(`SELECT 1 did not answer within ${DATABASE_PROBE_MS} ms`)) }, DATABASE_PROBE_MS)
+        })
+      ])
+      return null
+    } catch (err) {
+      return err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  return async () => (pending ??= probe().finally(() => { pending = null }))
+}
+
+async function sendWebResponse (reply: FastifyReply, response: Response, databaseDown: () => Promise<unknown>): Promise<void> {
   let text = await response.text()
-  // The error handler answers it as internal_error: never an empty body. better-auth logged the cause.
-  if (response.status >= 500 && !isJsonBody(text, response.headers.get('content-type'))) throw new Error(`better-auth answered ${response.status} without a JSON body`)
+  if (response.status >= 500) {
+    // better-auth answers a failed query as a bare 500 and keeps the pg error to its log: a 5xx
+    // while Postgres does not answer is the database's, which the caller should retry.
+    const down = await databaseDown()
+    if (down !== null) throw new DatabaseUnavailableError({ cause: down })
+    // The error handler answers it as internal_error: never an empty body. better-auth logged the cause.
+    if (!isJsonBody(text, response.headers.get('content-type'))) throw new Error(`better-auth answered ${response.status} without a JSON body`)
+  }
   reply.code(response.status)
   for (const [name, value] of response.headers) {
     if (name === 'set-cookie' || name === 'content-length') continue
@@ -78,6 +113,8 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     clientErrorHandler: clientErrorHandler()
   })
   useErrorFormat(app, AUTH_CORE_ERRORS)
+  logPoolErrors(options.pool, app.log)
+  const databaseDown = databaseProbe(options.pool)
   const auth = createAuth(config, options.pool, app.log)
   app.decorate('auth', auth)
 
@@ -111,7 +148,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
           headers: toWebHeaders(request),
           body
         }))
-        return sendWebResponse(reply, response)
+        return sendWebResponse(reply, response, databaseDown)
       }
     })
   })

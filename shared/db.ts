@@ -8,14 +8,44 @@ import type { PGlite as PGliteDb } from '@electric-sql/pglite'
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
 
+/** Where a pool reports lost connections: a service's pino logger (`app.log`) fits. */
+export interface PoolLog {
+  warn: (obj: object, msg: string) => void
+}
+
 export interface PoolOptions {
   /** @default 10 */
   max?: number
   /** Milliseconds to wait for a connection before failing a query. @default 5000 */
   connectionTimeoutMillis?: number
+  /** @default a pino-shaped line on stderr, until `logPoolErrors` names a logger */
+  log?: PoolLog
 }
 
-/** One pg pool; the same code path serves a real Postgres and the embedded one. */
+const poolLogs = new WeakMap<Pool, PoolLog>()
+
+/** Sends a pool's connection-loss warnings to `log` from now on (a service's logger, once it exists). */
+export function logPoolErrors (pool: Pool, log: PoolLog): void {
+  poolLogs.set(pool, log)
+}
+
+const STDERR_LOG: PoolLog = {
+  warn (obj, msg) {
+    process.stderr.write(`${JSON.stringify({ level: 40, time: Date.now(), pid: process.pid, ...obj, msg })}\n`)
+  }
+}
+
+/** What a connection error may show: its kind, never the connection's parameters or any row data (`detail`). */
+function describeConnectionError (err: Error): Record<string, unknown> {
+  const code = (err as { code?: unknown }).code
+  return { type: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) }
+}
+
+/**
+ * One pg pool; the same code path serves a real Postgres and the embedded one. A connection lost
+ * (Postgres stopped, restarted or killed) fails the queries on it and is logged; it never reaches
+ * the process as an uncaught `error` event.
+ */
 export function createPool (connectionString: string, options: PoolOptions = {}): Pool {
   const pool = new pg.Pool({
     connectionString,
@@ -23,7 +53,15 @@ export function createPool (connectionString: string, options: PoolOptions = {})
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
     idleTimeoutMillis: 30_000
   })
-  // An idle client losing its connection (database restart) must not crash the process.
+  if (options.log !== undefined) poolLogs.set(pool, options.log)
+  // pg-pool listens to a client only while it is idle: a checked-out one (a transaction, Kysely's
+  // connection for better-auth) whose server goes away would emit `error` to no one.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => {
+      (poolLogs.get(pool) ?? STDERR_LOG).warn({ err: describeConnectionError(err) }, 'a Postgres connection was lost')
+    })
+  })
+  // pg-pool re-emits an idle client's error here; the client's own listener above logged it.
   pool.on('error', () => {})
   return pool
 }

@@ -130,7 +130,8 @@ function codeOf (err: unknown): string | undefined {
 
 // SQLSTATE class 08 (connection exception) and the shutdown / starting-up states of class 57.
 const PG_UNAVAILABLE = /^(08[0-9A-Z]{3}|57P0[123])$/
-const SOCKET_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET'])
+// EPIPE: a query written to a connection the server already closed (a killed postmaster).
+const SOCKET_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
 // pg and pg-pool report a lost or timed-out connection as plain errors, by message only.
 const PG_CONNECTION_MESSAGES = /^(Connection terminated\b|timeout exceeded when trying to connect$|Client has encountered a connection error and is not queryable$)/
 

@@ -5,10 +5,13 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { createLocalJWKSet, jwtVerify } from 'jose'
 import type { JSONWebKeySet, JWTVerifyResult } from 'jose'
+import type { FastifyInstance } from 'fastify'
+import type { AddressInfo } from 'node:net'
 import { loadConfig } from '../shared/config.ts'
 import type { Config, Env } from '../shared/config.ts'
 import { startEmbeddedPostgres } from '../shared/db.ts'
 import { startStack } from '../gateway/cli/stack.ts'
+import { buildGateway } from '../gateway/app.ts'
 import type { Stack } from '../gateway/cli/stack.ts'
 
 /** The subset of tap's `t` the helpers need. */
@@ -86,6 +89,31 @@ export async function startTestStack (t: Teardown, env: Env = {}, options: TestS
   const stack = await startStack(config)
   t.teardown(() => stack.close())
   return stack
+}
+
+export interface GatewayOnOptions {
+  /** The RAG and app upstreams' deadline (`buildGateway`'s option). */
+  upstreamTimeoutMs?: number
+}
+
+/**
+ * Another gateway on a running stack's database and auth-core, with a configuration of its own
+ * (`env` over the test defaults; `AUTH_CORE_URL` may point elsewhere): budgets and caches start
+ * from zero, and it costs no database, migration or auth-core. Ready, for `inject`; `listen` it for
+ * raw sockets. Closed when the test ends.
+ */
+export async function gatewayOn (t: Teardown, stack: Stack, env: Env = {}, options: GatewayOnOptions = {}): Promise<FastifyInstance> {
+  const config = testConfig(t, { DATABASE_URL: stack.databaseUrl, AUTH_CORE_URL: stack.authCoreUrl, ...env })
+  const gateway = await buildGateway(config, { pool: stack.pool, ...options })
+  t.teardown(() => gateway.close())
+  await gateway.ready()
+  return gateway
+}
+
+/** Listens on a free loopback port; the base URL. */
+export async function listenOn (app: FastifyInstance): Promise<string> {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
 }
 
 /** A fetch that keeps cookies like a browser does for one site, and sends the allowed Origin. */

@@ -18,13 +18,30 @@ export interface RecordingUpstream {
   url: string
   requests: Recorded[]
   server: Server
-  /** Delay before answering, in ms (to test timeouts). */
-  delayMs: number
+  /** From now on, answers wait for `release()`: a slow or hung upstream, without a timer. */
+  hold: () => void
+  /** Sends every held answer, and answers at once again. */
+  release: () => void
+  /** The next request the upstream receives (body read, answer not yet sent). */
+  nextRequest: () => Promise<Recorded>
 }
 
 /** A loopback HTTP server that records every request it receives and answers a small JSON body. */
 export async function recordingUpstream (t: Teardown, answer: (req: Recorded) => { status?: number, body?: unknown, headers?: Record<string, string> } = () => ({})): Promise<RecordingUpstream> {
-  const upstream: RecordingUpstream = { url: '', requests: [], server: createServer(), delayMs: 0 }
+  let held: Array<() => void> | null = null
+  const waiting: Array<(recorded: Recorded) => void> = []
+  const upstream: RecordingUpstream = {
+    url: '',
+    requests: [],
+    server: createServer(),
+    hold: () => { held ??= [] },
+    release: () => {
+      const sends = held ?? []
+      held = null
+      for (const send of sends) send()
+    },
+    nextRequest: () => new Promise((resolve) => { waiting.push(resolve) })
+  }
   upstream.server.on('request', (req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
@@ -36,8 +53,9 @@ export async function recordingUpstream (t: Teardown, answer: (req: Recorded) =>
         res.writeHead(status, { 'content-type': 'application/json', ...headers })
         res.end(JSON.stringify(body))
       }
-      if (upstream.delayMs > 0) setTimeout(send, upstream.delayMs)
+      if (held !== null) held.push(send)
       else send()
+      for (const resolve of waiting.splice(0)) resolve(recorded)
     })
   })
   await new Promise<void>((resolve) => upstream.server.listen(0, '127.0.0.1', resolve))
@@ -47,6 +65,15 @@ export async function recordingUpstream (t: Teardown, answer: (req: Recorded) =>
     upstream.server.close(() => { resolve() })
   }))
   return upstream
+}
+
+/** The URL of a loopback port nothing listens on (it was free a moment ago): a service that is down. */
+export async function closedPortUrl (): Promise<string> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((resolve) => server.close(() => { resolve() }))
+  return `http://127.0.0.1:${port}`
 }
 
 export interface UpstreamStack {

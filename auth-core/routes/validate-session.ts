@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Pool } from '../../shared/db.ts'
+import { DatabaseUnavailableError, isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, ClientTokenVerifier, userOfToken } from '../../shared/jwt.ts'
 import type { KeyRing } from '../../shared/signing-keys.ts'
 import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
@@ -44,7 +45,10 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
       let payload
       try {
         payload = await verifier.verify(token)
-      } catch {
+      } catch (err) {
+        // An EdDSA token naming a key not loaded yet is checked against Postgres: when that cannot
+        // be read, the answer is not known, and "no user" would read as signed out.
+        if (isDatabaseUnavailable(err)) throw new DatabaseUnavailableError({ cause: err })
         return { user: null }
       }
       // A deleted user's token vouches for no one; the answer is the gateway's, field for field.

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { JwtAlg, UserField } from '../../shared/config.ts'
+import { isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, CLOCK_TOLERANCE_SECONDS } from '../../shared/jwt.ts'
 import type { ClientTokenVerifier, TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
 import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
@@ -75,6 +76,15 @@ const ANONYMOUS: Resolution = { identity: null, error: null }
 const ANONYMOUS_CACHE_ENTRIES = 1000
 /** Sessions, revocation generations and verified tokens each remembered, oldest dropped first. */
 const SESSION_CACHE_ENTRIES = 10_000
+
+/** The `error` of an auth-core error body (its own, in the project's format). */
+function errorCodeOf (text: string): unknown {
+  try {
+    return (JSON.parse(text) as { error?: unknown } | null)?.error
+  } catch {
+    return undefined
+  }
+}
 
 /** The cache key of a session cookie: its digest, so a cached entry costs 43 bytes whatever the cookie's size. */
 function cookieKey (cookies: string): string {
@@ -195,14 +205,22 @@ export class IdentityResolver {
         bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS
       })
       if (response.statusCode !== 200) {
+        // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing,
+        // or auth-core answering that its database is down.
+        if (response.statusCode >= 500) {
+          if (errorCodeOf(await response.body.text()) === 'database_unavailable') throw new DatabaseUnavailableError()
+          throw new Error(`get-session answered ${response.statusCode}`)
+        }
         await response.body.dump()
-        // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing.
-        if (response.statusCode >= 500) throw new Error(`get-session answered ${response.statusCode}`)
         session = null
       } else {
         session = await response.body.json() as typeof session
       }
     } catch (err) {
+      if (err instanceof DatabaseUnavailableError) {
+        request.log.warn({ err }, 'auth core cannot reach the database for a session look-up')
+        return { identity: null, error: err }
+      }
       request.log.warn({ err }, 'auth core unreachable for a session look-up')
       return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
     }
@@ -250,6 +268,8 @@ export class IdentityResolver {
       try {
         payload = await this.#app.clientTokens.verifier.verify(token)
       } catch (err) {
+        // An EdDSA token naming a key not loaded yet is looked up in Postgres: not knowing is not "invalid".
+        if (isDatabaseUnavailable(err)) return { identity: null, error: new DatabaseUnavailableError({ cause: err }) }
         return { identity: null, error: new InvalidTokenError({ cause: err }) }
       }
       const { sub, email, name } = payload

@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from '../../shared/db.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
 import { BACKGROUND_FIELDS } from '../../shared/profile.ts'
 import type { BackgroundField, ConsentAction, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
+import { isDatabaseUnavailable } from '../../shared/errors.ts'
 import { ConsentRequiredError } from '../errors.ts'
 
 export { BACKGROUND_FIELDS }
@@ -89,11 +90,15 @@ async function inTransaction<T> (pool: Pool, begin: string, work: (client: PoolC
     await client.query('COMMIT')
     return result
   } catch (err) {
-    try {
-      await client.query('ROLLBACK')
-    } catch (rollbackError) {
-      // A connection that cannot roll back is not given back to the pool.
-      broken = rollbackError as Error
+    // A connection the server dropped is destroyed, not given back to the pool; so is one that
+    // cannot roll back. Only a statement's own failure leaves it fit for the next caller.
+    if (isDatabaseUnavailable(err)) broken = err as Error
+    else {
+      try {
+        await client.query('ROLLBACK')
+      } catch (rollbackError) {
+        broken = rollbackError as Error
+      }
     }
     throw err
   } finally {

@@ -1,21 +1,22 @@
 import t from 'tap'
-import { buildGateway } from '../../../gateway/app.ts'
 import { isAuthGroup } from '../../../gateway/stages/rate-limit.ts'
-import type { Config } from '../../../shared/config.ts'
 import type { Stack } from '../../../gateway/cli/stack.ts'
-import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+import type { Env } from '../../../shared/config.ts'
+import { cookieFetch, gatewayOn, listenOn, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
 import type { Teardown } from '../../helper.ts'
 import { rawRequest } from '../../raw-http.ts'
+import { PASSWORD, signUp } from '../../readers.ts'
+import { recordingUpstream } from '../../upstream.ts'
 
-const PASSWORD = 'correct horse battery'
 const UNLISTED_ORIGIN = 'http://127.0.0.1:3000'
 
-/** Another gateway on the stack's database and auth-core: budgets of its own, from zero. */
-async function freshGateway (t: Teardown, stack: Stack, overrides: Partial<Config> = {}): Promise<string> {
-  const gateway = await buildGateway(Object.freeze({ ...stack.config, ...overrides }), { pool: stack.pool })
-  await gateway.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(() => gateway.close())
-  return `http://127.0.0.1:${(gateway.server.address() as { port: number }).port}`
+// One stack for the file; each test counts against a gateway of its own (budgets from zero, its own limits).
+const rag = await recordingUpstream(t)
+const stack = await startTestStack(t, { RAG_UPSTREAM_URL: rag.url })
+
+/** Another gateway on the stack's database and auth-core, listening: budgets of its own, from zero. */
+async function freshGateway (t: Teardown, env: Env = {}): Promise<string> {
+  return listenOn(await gatewayOn(t, stack, { RAG_UPSTREAM_URL: rag.url, ...env }))
 }
 
 /** A signed-in browser whose sign-up went to auth-core directly, so it spent none of the gateway's budget. */
@@ -37,14 +38,13 @@ t.test('the auth group: every path that checks a password or sends mail', async 
 })
 
 t.test('a stolen session cannot guess the password through change-password, verify-password or delete-user', async (t) => {
-  const stack = await startTestStack(t, { AUTH_RATE_LIMIT_MAX: '3' })
   const cases: Array<[string, Record<string, string>]> = [
     ['/auth/change-password', { currentPassword: 'wrong password', newPassword: 'another long password' }],
     ['/auth/verify-password', { password: 'wrong password' }],
     ['/auth/delete-user', { password: 'wrong password' }]
   ]
   for (const [path, body] of cases) {
-    const base = await freshGateway(t, stack)
+    const base = await freshGateway(t, { AUTH_RATE_LIMIT_MAX: '3' })
     const browser = await signedIn(stack)
     const statuses: number[] = []
     for (let i = 0; i < 4; i++) statuses.push((await postJson(browser, `${base}${path}`, body)).status)
@@ -55,10 +55,10 @@ t.test('a stolen session cannot guess the password through change-password, veri
 })
 
 t.test('preflights are never charged: five from an unlisted origin leave the sign-in budget whole', async (t) => {
-  const stack = await startTestStack(t, { AUTH_RATE_LIMIT_MAX: '5' })
-  const preflight = (origin: string) => rawRequest(stack.url, 'OPTIONS', '/auth/sign-in/email', [['Origin', origin], ['Access-Control-Request-Method', 'POST'], ['Access-Control-Request-Headers', 'content-type']])
+  const base = await freshGateway(t, { AUTH_RATE_LIMIT_MAX: '5' })
+  const preflight = (origin: string) => rawRequest(base, 'OPTIONS', '/auth/sign-in/email', [['Origin', origin], ['Access-Control-Request-Method', 'POST'], ['Access-Control-Request-Headers', 'content-type']])
   for (let i = 0; i < 5; i++) await preflight(UNLISTED_ORIGIN)
-  const signIn = () => postJson(fetch, `${stack.url}/auth/sign-in/email`, { email: 'nobody@example.com', password: 'wrong password' }, { origin: TEST_ORIGIN })
+  const signIn = () => postJson(fetch, `${base}/auth/sign-in/email`, { email: 'nobody@example.com', password: 'wrong password' }, { origin: TEST_ORIGIN })
   t.equal((await signIn()).status, 401, 'the sixth request, a real sign-in from the allowed origin, is not refused')
   for (let i = 0; i < 10; i++) await preflight(TEST_ORIGIN)
   const statuses: number[] = []
@@ -67,8 +67,7 @@ t.test('preflights are never charged: five from an unlisted origin leave the sig
 })
 
 t.test('preflights are not charged against the general budget either', async (t) => {
-  const stack = await startTestStack(t)
-  const base = await freshGateway(t, stack, { rateLimitMax: 2 })
+  const base = await freshGateway(t, { RATE_LIMIT_MAX: '2' })
   for (let i = 0; i < 5; i++) {
     const answer = await rawRequest(base, 'OPTIONS', '/api/v1/query', [['Origin', i % 2 === 0 ? UNLISTED_ORIGIN : TEST_ORIGIN], ['Access-Control-Request-Method', 'POST']])
     t.not(answer.status, 429, `preflight ${i + 1}`)
@@ -76,4 +75,39 @@ t.test('preflights are not charged against the general budget either', async (t)
   const statuses: number[] = []
   for (let i = 0; i < 3; i++) statuses.push((await fetch(`${base}/health`)).status)
   t.same(statuses, [200, 200, 429], 'the budget of 2 was spent by real requests only')
+})
+
+// Raw sockets: the spellings must reach the gateway as written.
+t.test('rate limits: the sixth sign-in gets 429; normalised variants and X-Forwarded-For do not help', async (t) => {
+  const base = await freshGateway(t, { AUTH_RATE_LIMIT_MAX: '5' })
+  const attempt = (target: string, headers: Array<[string, string]> = []) =>
+    rawRequest(base, 'POST', target, [['Content-Type', 'application/json'], ['Origin', TEST_ORIGIN], ...headers], JSON.stringify({ email: 'nobody@example.com', password: 'wrong password' }))
+  const variants = ['/auth/sign-in/email', '/auth/./sign-in/email', '/auth/sign-in/%2e/email', '/%61uth/sign-in/email', '/auth/signin#fragment']
+  for (const target of variants) t.equal((await attempt(target)).status, 401, `${target} reaches sign-in and counts`)
+  const sixth = await attempt('/auth/sign-in/email', [['X-Forwarded-For', '198.51.100.1']])
+  t.equal(sixth.status, 429)
+  t.ok(Number(sixth.headers['retry-after']) > 0, 'Retry-After')
+  t.equal(JSON.parse(sixth.body).error, 'rate_limited')
+  t.equal((await attempt('/auth/sign-up/email', [['X-Forwarded-For', '198.51.100.2']])).status, 429, 'sign-up is in the same group')
+  t.equal((await fetch(`${base}/auth/get-session`)).status, 200, 'other auth routes are not in the group')
+})
+
+t.test('rate limits with TRUST_PROXY: the forwarded client address is the key', async (t) => {
+  const gateway = await gatewayOn(t, stack, { AUTH_RATE_LIMIT_MAX: '1', TRUST_PROXY: '127.0.0.1' })
+  const attempt = async (ip: string) => (await gateway.inject({ method: 'POST', url: '/auth/sign-in/email', headers: { 'x-forwarded-for': ip, origin: TEST_ORIGIN }, payload: { email: 'nobody@example.com', password: 'wrong password' } })).statusCode
+  t.equal(await attempt('198.51.100.1'), 401)
+  t.equal(await attempt('198.51.100.1'), 429)
+  t.equal(await attempt('198.51.100.2'), 401, 'another client behind the load balancer has its own budget')
+})
+
+t.test('RAG budgets: per address when anonymous, per user when signed in', async (t) => {
+  const gateway = await gatewayOn(t, stack, { RAG_UPSTREAM_URL: rag.url, RAG_RATE_LIMIT_ANON: '2', RAG_RATE_LIMIT_USER: '4' })
+  const query = async (headers: Record<string, string> = {}) => (await gateway.inject({ method: 'POST', url: '/api/v1/query', headers, payload: { q: 'x' } })).statusCode
+  t.equal(await query(), 200)
+  t.equal(await query(), 200)
+  t.equal(await query(), 429, 'the third anonymous call from one address')
+  const { cookie } = await signUp(stack)
+  const statuses = []
+  for (let i = 0; i < 5; i++) statuses.push(await query({ cookie }))
+  t.same(statuses, [200, 200, 200, 200, 429], 'a signed-in reader has their own, larger budget')
 })
