@@ -1,9 +1,10 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import Fastify from 'fastify'
-import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
 import type { Pool } from '../shared/db.ts'
-import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
+import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
@@ -82,12 +83,35 @@ function databaseProbe (pool: Pool): () => Promise<unknown> {
   return async () => (pending ??= probe().finally(() => { pending = null }))
 }
 
-async function sendWebResponse (reply: FastifyReply, response: Response, databaseDown: () => Promise<unknown>): Promise<void> {
+/** The request better-auth is handling: the database failure it logged for it, if any. */
+interface Handling {
+  databaseError: unknown
+}
+
+const handling = new AsyncLocalStorage<Handling>()
+
+/**
+ * better-auth's log, watched: it answers a failed query with a bare 500 and hands the pg error only
+ * to its logger, in the request's async context. A Postgres just restarted answers the probe again
+ * by the time that 500 arrives, so the logged cause is what tells an outage from a bug.
+ */
+function watchingDatabaseErrors (log: FastifyBaseLogger): FastifyBaseLogger {
+  const watched = Object.create(log) as FastifyBaseLogger
+  watched.error = function error (obj: unknown, ...rest: unknown[]): void {
+    const current = handling.getStore()
+    const err = (obj as { err?: unknown } | null)?.err
+    if (current !== undefined && current.databaseError === undefined && isDatabaseUnavailable(err)) current.databaseError = err
+    Reflect.apply(log.error, log, [obj, ...rest])
+  } as FastifyBaseLogger['error']
+  return watched
+}
+
+async function sendWebResponse (reply: FastifyReply, response: Response, logged: Handling, databaseDown: () => Promise<unknown>): Promise<void> {
   let text = await response.text()
   if (response.status >= 500) {
-    // better-auth answers a failed query as a bare 500 and keeps the pg error to its log: a 5xx
-    // while Postgres does not answer is the database's, which the caller should retry.
-    const down = await databaseDown()
+    // A 5xx for a database failure, or while Postgres does not answer, is an outage the caller
+    // should retry: never an internal error.
+    const down = logged.databaseError ?? await databaseDown()
     if (down !== null) throw new DatabaseUnavailableError({ cause: down })
     // The error handler answers it as internal_error: never an empty body. better-auth logged the cause.
     if (!isJsonBody(text, response.headers.get('content-type'))) throw new Error(`better-auth answered ${response.status} without a JSON body`)
@@ -115,7 +139,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   useErrorFormat(app, AUTH_CORE_ERRORS)
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
-  const auth = createAuth(config, options.pool, app.log)
+  const auth = createAuth(config, options.pool, watchingDatabaseErrors(app.log))
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))
@@ -143,12 +167,13 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
         const body = BODYLESS.has(request.method) || !Buffer.isBuffer(request.body) ? undefined : new Uint8Array(request.body)
         // Postgres refuses NUL in text deep inside better-auth; refused here with a reason instead.
         if (body !== undefined && containsNul(body, request.headers['content-type'])) throw new NulCharacterError()
-        const response = await auth.handler(new Request(url, {
+        const logged: Handling = { databaseError: undefined }
+        const response = await handling.run(logged, async () => auth.handler(new Request(url, {
           method: request.method,
           headers: toWebHeaders(request),
           body
-        }))
-        return sendWebResponse(reply, response, databaseDown)
+        })))
+        return sendWebResponse(reply, response, logged, databaseDown)
       }
     })
   })

@@ -1,4 +1,4 @@
-import { createPool } from '../shared/db.ts'
+import { createPool, logPoolErrors } from '../shared/db.ts'
 import { ConfigError } from '../shared/config.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { buildGateway } from './app.ts'
@@ -9,6 +9,8 @@ await run('gateway', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl)
   const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })
+  // Alone, the gateway owns its pool (in `npm start` auth-core's logger reports the shared one).
+  logPoolErrors(pool, app.log)
   app.addHook('onClose', async () => { await pool.end() })
   await app.listen({ host: config.host, port: config.port })
   return async () => { await app.close() }

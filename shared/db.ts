@@ -18,13 +18,14 @@ export interface PoolOptions {
   max?: number
   /** Milliseconds to wait for a connection before failing a query. @default 5000 */
   connectionTimeoutMillis?: number
-  /** @default a pino-shaped line on stderr, until `logPoolErrors` names a logger */
-  log?: PoolLog
 }
 
 const poolLogs = new WeakMap<Pool, PoolLog>()
 
-/** Sends a pool's connection-loss warnings to `log` from now on (a service's logger, once it exists). */
+/**
+ * Sends a pool's connection-loss warnings to `log` from now on (a service's logger, once it exists);
+ * until then they go to stderr as one pino-shaped line each.
+ */
 export function logPoolErrors (pool: Pool, log: PoolLog): void {
   poolLogs.set(pool, log)
 }
@@ -35,10 +36,10 @@ const STDERR_LOG: PoolLog = {
   }
 }
 
-/** What a connection error may show: its kind, never the connection's parameters or any row data (`detail`). */
+/** What a lost connection may show in the log: its code and reason, never the connection's parameters. */
 function describeConnectionError (err: Error): Record<string, unknown> {
   const code = (err as { code?: unknown }).code
-  return { type: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) }
+  return { ...(typeof code === 'string' ? { code } : {}), reason: err.message }
 }
 
 /**
@@ -53,12 +54,11 @@ export function createPool (connectionString: string, options: PoolOptions = {})
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
     idleTimeoutMillis: 30_000
   })
-  if (options.log !== undefined) poolLogs.set(pool, options.log)
   // pg-pool listens to a client only while it is idle: a checked-out one (a transaction, Kysely's
   // connection for better-auth) whose server goes away would emit `error` to no one.
   pool.on('connect', (client) => {
     client.on('error', (err) => {
-      (poolLogs.get(pool) ?? STDERR_LOG).warn({ err: describeConnectionError(err) }, 'a Postgres connection was lost')
+      (poolLogs.get(pool) ?? STDERR_LOG).warn(describeConnectionError(err), 'a Postgres connection was lost')
     })
   })
   // pg-pool re-emits an idle client's error here; the client's own listener above logged it.
