@@ -3,6 +3,7 @@ import Fastify from 'fastify'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
+import drainPlugin from '../shared/drain.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
@@ -137,6 +138,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     clientErrorHandler: clientErrorHandler()
   })
   useErrorFormat(app, AUTH_CORE_ERRORS)
+  await app.register(drainPlugin)
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
   const auth = createAuth(config, options.pool, watchingDatabaseErrors(app.log))

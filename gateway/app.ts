@@ -9,6 +9,7 @@ import { DEFAULT_RULES } from './access/rules.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
+import drainPlugin from '../shared/drain.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
 import { registerPipeline } from './pipeline.ts'
@@ -43,6 +44,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   })
   useErrorFormat(app, GATEWAY_ERRORS)
 
+  await app.register(drainPlugin)
   await app.register(pgPlugin, { pool: options.pool })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })

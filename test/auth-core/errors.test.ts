@@ -4,8 +4,10 @@ import { cookieFetch, postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from 
 
 const PASSWORD = 'correct horse battery'
 
+// One stack for the file (the 5xx test breaks and then restores its session table).
+const stack = await startTestStack(t)
+
 t.test('a NUL anywhere in a body string is refused with 400 before better-auth sees it; nothing is created', async (t) => {
-  const stack = await startTestStack(t)
   const emails: string[] = []
   const signUp = async (body: string, type = 'application/json'): Promise<Response> =>
     fetch(`${stack.url}/auth/sign-up/email`, { method: 'POST', headers: { 'content-type': type, origin: TEST_ORIGIN }, body })
@@ -49,7 +51,6 @@ t.test('a NUL anywhere in a body string is refused with 400 before better-auth s
 })
 
 t.test('a 5xx better-auth answers with an empty body becomes internal_error with a request id', async (t) => {
-  const stack = await startTestStack(t)
   const email = uniqueEmail()
   const up = await postJson(fetch, `${stack.url}/auth/sign-up/email`, { email, password: PASSWORD, name: 'Ada' }, { origin: TEST_ORIGIN })
   t.equal(up.status, 200)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { decodeProtectedHeader } from 'jose'
-import { JWT_TEST_SECRET } from '../helper.ts'
+import { gatewayOn, JWT_TEST_SECRET, listenOn } from '../helper.ts'
 import { askApp, askRag, lastBearer, stackWithUpstreams } from '../upstream.ts'
 import { bearer, issueToken, signUp } from '../readers.ts'
 
@@ -91,8 +91,11 @@ if (probe !== null) {
   // No skip: CI must run these, and `.ci/run` installs the packages.
   t.fail(`${PYTHON} cannot import jwt and cryptography: install python3-jwt python3-cryptography (as .ci/run does)\n${probe}`)
 } else {
+  // One stack for the file; the upstream's own secret is a gateway of its own on it.
+  const shared = await stackWithUpstreams(t)
+
   t.test('client tokens: jwt.decode(token, JWT_SECRET, algorithms=["HS256"], issuer="better-auth")', async (t) => {
-    const { stack } = await stackWithUpstreams(t)
+    const { stack } = shared
     const reader = await signUp(stack)
     const { token } = await issueToken(stack, reader)
     t.equal(decodeProtectedHeader(token).alg, 'HS256')
@@ -109,7 +112,8 @@ if (probe !== null) {
   })
 
   t.test('identity tokens under the upstream\'s own secret: RAG_UPSTREAM_JWT_SECRET verifies, JWT_SECRET refuses', async (t) => {
-    const { stack, rag } = await stackWithUpstreams(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET })
+    const { rag } = shared
+    const stack = { url: await listenOn(await gatewayOn(t, shared.stack, { RAG_UPSTREAM_URL: rag.url, RAG_UPSTREAM_JWT_SECRET: RAG_SECRET })) }
     const reader = await signUp(stack)
     t.equal(await askRag(stack, reader.cookie), 200)
     const token = lastBearer(rag)
@@ -127,7 +131,7 @@ if (probe !== null) {
   })
 
   t.test('EdDSA identity tokens (the default): PyJWT with the keys of GET /auth/jwks', async (t) => {
-    const { stack, rag, app } = await stackWithUpstreams(t)
+    const { stack, rag, app } = shared
     const reader = await signUp(stack)
     const jwksUrl = `${stack.url}/auth/jwks`
     t.equal(await askRag(stack, reader.cookie), 200)

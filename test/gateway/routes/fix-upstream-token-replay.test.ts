@@ -4,7 +4,9 @@ import { decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import { EdDsaSigner, IDENTITY_TOKEN_TYPE } from '../../../shared/jwt.ts'
 import { rotateSigningKeys } from '../../../shared/signing-keys.ts'
 import { ConfigError } from '../../../shared/config.ts'
-import { JWT_TEST_SECRET, SECRET, testConfig, verifyIdentityToken } from '../../helper.ts'
+import type { Env } from '../../../shared/config.ts'
+import { gatewayOn, JWT_TEST_SECRET, listenOn, SECRET, testConfig, verifyIdentityToken } from '../../helper.ts'
+import type { Teardown } from '../../helper.ts'
 import { askRag, lastBearer, stackWithUpstreams } from '../../upstream.ts'
 import { bearer, issueToken, signUp, validate } from '../../readers.ts'
 import type { Stack } from '../../../gateway/cli/stack.ts'
@@ -18,8 +20,20 @@ import type { Stack } from '../../../gateway/cli/stack.ts'
 const RAG_SECRET = 'rag-upstream-own-secret-of-32-characters!'
 const APP_SECRET = 'app-upstream-own-secret-of-32-characters!'
 
+// One stack for the file (recording RAG and app upstreams); key rotation and JWT_ALG=EdDSA, which
+// change the stored keys or auth-core's own configuration, start their own.
+const shared = await stackWithUpstreams(t)
+
+type Gateway = Pick<Stack, 'url' | 'authCoreUrl'>
+
+/** A gateway of its own on the shared stack, with the upstream settings of `env`, in front of the shared upstreams. */
+async function gatewayWith (t: Teardown, env: Env): Promise<Gateway> {
+  const url = await listenOn(await gatewayOn(t, shared.stack, { RAG_UPSTREAM_URL: shared.rag.url, APP_UPSTREAM_URL: shared.app.url, ...env }))
+  return { url, authCoreUrl: shared.stack.authCoreUrl }
+}
+
 /** What an upstream holding `token` can do at the gateway: every answer must refuse it. */
-async function replay (t: Test, stack: Stack, token: string, label: string): Promise<void> {
+async function replay (t: Test, stack: Gateway, token: string, label: string): Promise<void> {
   const headers = bearer(token)
   t.equal((await fetch(`${stack.url}/api/v1/profile`, { headers })).status, 401, `${label}: profile read refused`)
   t.equal((await fetch(`${stack.url}/api/v1/profile/export`, { headers })).status, 401, `${label}: export refused`)
@@ -34,7 +48,7 @@ async function replay (t: Test, stack: Stack, token: string, label: string): Pro
 }
 
 t.test('EdDSA identity tokens (the default): audience-bound, published keys, never a client bearer', async (t) => {
-  const { stack, rag, app } = await stackWithUpstreams(t)
+  const { stack, rag, app } = shared
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
   const ragToken = lastBearer(rag)
@@ -67,7 +81,8 @@ t.test('EdDSA identity tokens (the default): audience-bound, published keys, nev
 })
 
 t.test('an upstream with its own HS256 secret: PyJWT-style verification with that secret, no aud, no replay', async (t) => {
-  const { stack, rag, app } = await stackWithUpstreams(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET, APP_UPSTREAM_JWT_SECRET: APP_SECRET })
+  const { rag, app } = shared
+  const stack = await gatewayWith(t, { RAG_UPSTREAM_JWT_SECRET: RAG_SECRET, APP_UPSTREAM_JWT_SECRET: APP_SECRET })
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
   const ragToken = lastBearer(rag)
@@ -103,7 +118,8 @@ t.test('an upstream can never be handed JWT_SECRET, BETTER_AUTH_SECRET or anothe
 })
 
 t.test('pseudonymous subjects: stable per user and upstream, unlinkable across upstreams, no email or name', async (t) => {
-  const { stack, rag, app } = await stackWithUpstreams(t, { RAG_UPSTREAM_SUBJECT: 'pseudonymous', APP_UPSTREAM_SUBJECT: 'pseudonymous' })
+  const { rag, app } = shared
+  const stack = await gatewayWith(t, { RAG_UPSTREAM_SUBJECT: 'pseudonymous', APP_UPSTREAM_SUBJECT: 'pseudonymous' })
   const reader = await signUp(stack)
   const other = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
@@ -185,7 +201,8 @@ t.test('JWT_ALG=EdDSA: client tokens from the JWKS, accepted as bearer; identity
 })
 
 t.test('the first start creates one identity key, and stores its private part sealed', async (t) => {
-  const { stack, rag } = await stackWithUpstreams(t)
+  // The shared stack: its gateway started first, the other gateways on its database since reuse the key.
+  const { stack, rag } = shared
   const reader = await signUp(stack)
   t.equal(await askRag(stack, reader.cookie), 200)
   const kid = decodeProtectedHeader(lastBearer(rag)).kid

@@ -2,6 +2,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { connect, createServer } from 'node:net'
 import type { Socket } from 'node:net'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pg from 'pg'
 import { startStack } from '../../../gateway/cli/stack.ts'
@@ -16,12 +17,15 @@ interface LogLine {
   err?: { message?: string }
 }
 
-/** A TCP hop in front of Postgres: closing it leaves the stack's database on a closed port. */
+/** A TCP hop in front of Postgres (or the embedded one's socket): closing it leaves the stack's database on a closed port. */
 async function forwarder (t: Teardown, target: string): Promise<{ url: string, close: () => Promise<void> }> {
   const url = new URL(target)
+  const port = Number(url.port === '' ? 5432 : url.port)
+  // The embedded database listens on a Unix socket, named as pg reads it: the directory as the host.
+  const socketDir = url.hostname.startsWith('%2F') ? decodeURIComponent(url.hostname) : null
   const sockets = new Set<Socket>()
   const server = createServer((client) => {
-    const upstream = connect(Number(url.port === '' ? 5432 : url.port), url.hostname)
+    const upstream = socketDir === null ? connect(port, url.hostname) : connect(join(socketDir, `.s.PGSQL.${port}`))
     for (const socket of [client, upstream]) {
       sockets.add(socket)
       socket.on('error', () => { client.destroy(); upstream.destroy() })
