@@ -3,6 +3,7 @@ import type { Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { cookieFetch, postJson, startTestStack } from '../../helper.ts'
 import { recordingUpstream } from '../../upstream.ts'
+import { rawRequest } from '../../raw-http.ts'
 import { bearer, issueToken, PASSWORD, signUp, validate } from '../../readers.ts'
 import type { Reader } from '../../readers.ts'
 import type { Stack } from '../../../gateway/cli/stack.ts'
@@ -109,4 +110,24 @@ t.test('token lifecycle follows the account', async (t) => {
     const answer = await validate(stack.url, bearer(token))
     t.match(answer.body, { user: { id: reader.userId, email: reader.email, tier: 'gold' }, session: null })
   })
+})
+
+t.test('a client cannot speak auth-core\'s revocation header: sending it evicts nothing and reaches no one', async (t) => {
+  const stack = await startTestStack(t, { SESSION_CACHE_TTL: '10 minutes' })
+  const victim = await signUp(stack)
+  const { token } = await issueToken(stack, victim)
+  t.equal((await fetch(`${stack.url}/api/v1/profile`, { headers: { cookie: victim.cookie } })).status, 200, 'the victim\'s session is cached')
+  t.ok(await accepted(stack, token), 'and their token\'s generation')
+  const before = stack.gateway.identities.cacheSizes()
+  for (const name of ['X-Auth-Gateway-Revoked-User', 'X_Auth_Gateway_Revoked_User']) {
+    for (const path of ['/auth/get-session', '/auth/sign-out', '/auth/revoke-sessions', '/api/v1/query', '/health']) {
+      const answer = await rawRequest(stack.url, path === '/auth/get-session' || path === '/health' ? 'GET' : 'POST', path, [[name, victim.userId], ['Content-Type', 'application/json'], ['Origin', 'http://localhost:3000']], path === '/auth/get-session' || path === '/health' ? '' : '{}')
+      t.equal(answer.headers['x-auth-gateway-revoked-user'], undefined, `${name} on ${path}: not echoed`)
+    }
+  }
+  t.same(stack.gateway.identities.cacheSizes().sessions, before.sessions, 'no cached session was evicted')
+  // With auth-core gone only the cache can vouch: the victim's cached session and token still pass.
+  await stack.authCore.close()
+  t.equal((await fetch(`${stack.url}/api/v1/profile`, { headers: { cookie: victim.cookie } })).status, 200, 'the victim\'s session is still cached')
+  t.ok(await accepted(stack, token), 'the victim\'s token still passes')
 })
