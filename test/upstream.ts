@@ -2,6 +2,7 @@ import { createServer } from 'node:http'
 import type { IncomingHttpHeaders, Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { startTestStack } from './helper.ts'
+import { freePort } from './ports.ts'
 import type { Teardown } from './helper.ts'
 import type { Stack } from '../gateway/cli/stack.ts'
 import type { Env } from '../shared/config.ts'
@@ -69,11 +70,7 @@ export async function recordingUpstream (t: Teardown, answer: (req: Recorded) =>
 
 /** The URL of a loopback port nothing listens on (it was free a moment ago): a service that is down. */
 export async function closedPortUrl (): Promise<string> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  return `http://127.0.0.1:${port}`
+  return `http://127.0.0.1:${await freePort()}`
 }
 
 export interface UpstreamStack {

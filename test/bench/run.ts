@@ -2,12 +2,11 @@ import autocannon from 'autocannon'
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { HASHING_ENV, HASHING_NICE } from './hashing.ts'
+import { freePort } from '../ports.ts'
 
 /*
  * `npm run bench` (DESIGN §8): a trivial upstream, Postgres, auth-core and the gateway (production
@@ -72,13 +71,6 @@ function stop (child: ChildProcess | undefined): Promise<void> {
   })
 }
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  return port
-}
 
 async function startNginx (upstreamUrl: string): Promise<{ url: string, process: ChildProcess, dir: string } | undefined> {
   if (!existsSync(NGINX)) return undefined

@@ -2,14 +2,13 @@ import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { cookieFetch, JWT_TEST_SECRET, SECRET, TEST_ORIGIN, uniqueEmail } from '../helper.ts'
 import type { Teardown } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
+import { freePort } from '../ports.ts'
 
 /*
  * Postgres taken away under traffic, as an operator would: `pg_ctl stop -m fast` and `kill -9` of
@@ -38,13 +37,6 @@ function postgresBin (): string | null {
   return null
 }
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  return port
-}
 
 async function until<T> (what: string, deadlineMs: number, probe: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
   const deadline = Date.now() + deadlineMs

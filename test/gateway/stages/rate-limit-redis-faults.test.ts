@@ -10,6 +10,7 @@ import { buildGateway } from '../../../gateway/app.ts'
 import type { Stack } from '../../../gateway/cli/stack.ts'
 import { postJson, startTestStack, TEST_ORIGIN } from '../../helper.ts'
 import type { Teardown } from '../../helper.ts'
+import { freePort } from '../../ports.ts'
 
 // Every fault is played on a Redis of this test's own (never the machine's 127.0.0.1:6379): its own
 // port, no persistence, killed in teardown, so nothing it wrote outlives it.
@@ -23,15 +24,6 @@ const AUTH_KEY = 'auth-gateway-rl:auth:127.0.0.1'
 const DEGRADED_ANSWER_MS = 2000
 const WAIT_MS = 20_000
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
 
 /** Polls `check` until it holds; fails with `what` after `ms`. */
 async function eventually (what: string, check: () => Promise<boolean>, ms = WAIT_MS): Promise<void> {
