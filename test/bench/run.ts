@@ -192,6 +192,8 @@ async function stats (child: ChildProcess): Promise<{ cpu: NodeJS.CpuUsage, rss:
 async function main (): Promise<void> {
   const children: Array<ChildProcess | undefined> = []
   let nginxDir: string | undefined
+  // The services' DATA_DIR: removed with everything else the run started.
+  const dataDir = mkdtempSync(join(tmpdir(), 'auth-gateway-bench-'))
   try {
     const upstream = await startChild('upstream.ts', [], {})
     children.push(upstream.process)
@@ -207,7 +209,7 @@ async function main (): Promise<void> {
       BETTER_AUTH_SECRET: SECRET,
       JWT_SECRET: SECRET,
       LOG_LEVEL: 'warn',
-      DATA_DIR: mkdtempSync(join(tmpdir(), 'auth-gateway-bench-')),
+      DATA_DIR: dataDir,
       ALLOWED_ORIGINS: 'http://localhost:3000',
       AUTH_RATE_LIMIT_MAX: '1000000000',
       RATE_LIMIT_MAX: '1000000000',
@@ -340,6 +342,7 @@ async function main (): Promise<void> {
   } finally {
     await Promise.all(children.map(stop))
     if (nginxDir !== undefined) rmSync(nginxDir, { recursive: true, force: true })
+    rmSync(dataDir, { recursive: true, force: true })
   }
 }
 
