@@ -9,7 +9,8 @@ export type { Migration } from 'kysely'
 /** Migrations by name; Kysely's Migrator runs them in the names' order. */
 export type Migrations = Readonly<Record<string, Migration>>
 
-function sqlMigration (text: string): Migration {
+/** A migration that runs one SQL text (several statements allowed). */
+export function sqlMigration (text: string): Migration {
   return { async up (db) { await sql.raw(text).execute(db) } }
 }
 

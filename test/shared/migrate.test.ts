@@ -1,13 +1,12 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { getMigrations } from 'better-auth/db/migration'
-import { sql } from 'kysely'
 import { createAuthOptions } from '../../auth-core/auth.ts'
 import type { BetterAuthOptions } from 'better-auth'
 import { createPool } from '../../shared/db.ts'
 import type { Pool } from '../../shared/db.ts'
-import { GATEWAY_MIGRATIONS, MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrate } from '../../shared/migrate.ts'
-import type { Migration, Migrations } from '../../shared/migrate.ts'
+import { GATEWAY_MIGRATIONS, MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrate, sqlMigration } from '../../shared/migrate.ts'
+import type { Migrations } from '../../shared/migrate.ts'
 import { SERVER_DATABASE_URL, SECRET, tempDir, testConfig, testDatabase } from '../helper.ts'
 
 const GATEWAY_NAMES = Object.keys(GATEWAY_MIGRATIONS).sort()
@@ -34,10 +33,6 @@ async function schema (pool: Pool): Promise<unknown[]> {
   const indexes = await pool.query(`SELECT tablename, indexname, indexdef FROM pg_indexes
     WHERE schemaname = 'public' AND tablename <> 'schema_migrations' ORDER BY 1, 2`)
   return [...columns.rows, ...constraints.rows, ...indexes.rows]
-}
-
-function sqlMigration (text: string): Migration {
-  return { async up (db) { await sql.raw(text).execute(db) } }
 }
 
 // The previous runner (shared/migrate.ts before Kysely's Migrator), verbatim.
