@@ -4,6 +4,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, 
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
 import drainPlugin from '../shared/drain.ts'
+import { withDeadline } from '../shared/deadline.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
@@ -66,19 +67,11 @@ const DATABASE_PROBE_MS = 1_000
 function databaseProbe (pool: Pool): () => Promise<unknown> {
   let pending: Promise<unknown> | null = null
   const probe = async (): Promise<unknown> => {
-    let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([
-        pool.query('SELECT 1'),
-        new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(() => { reject(new Error(`SELECT 1 did not answer within ${DATABASE_PROBE_MS} ms`)) }, DATABASE_PROBE_MS)
-        })
-      ])
+      await withDeadline(pool.query('SELECT 1'), DATABASE_PROBE_MS, 'SELECT 1')
       return null
     } catch (err) {
       return err
-    } finally {
-      clearTimeout(timer)
     }
   }
   return async () => (pending ??= probe().finally(() => { pending = null }))

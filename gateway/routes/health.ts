@@ -1,23 +1,16 @@
 import type { FastifyInstance } from 'fastify'
 import { NotReadyError } from '../errors.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
+import { withDeadline } from '../../shared/deadline.ts'
 
 type CheckResult = { ok: true } | { ok: false, err: unknown }
 
-async function check (run: () => Promise<void>): Promise<CheckResult> {
-  let timer: NodeJS.Timeout | undefined
+async function check (name: string, run: () => Promise<void>): Promise<CheckResult> {
   try {
-    await Promise.race([
-      run(),
-      new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => { reject(new Error(`timed out after ${AUTH_LOOKUP_TIMEOUT_MS} ms`)) }, AUTH_LOOKUP_TIMEOUT_MS)
-      })
-    ])
+    await withDeadline(run(), AUTH_LOOKUP_TIMEOUT_MS, name)
     return { ok: true }
   } catch (err) {
     return { ok: false, err }
-  } finally {
-    clearTimeout(timer)
   }
 }
 
@@ -30,8 +23,8 @@ export default async function healthRoutes (app: FastifyInstance): Promise<void>
 
   app.get('/ready', async (request, reply) => {
     const [postgres, authCore] = await Promise.all([
-      check(async () => { await app.pg.query('SELECT 1') }),
-      check(async () => {
+      check('postgres', async () => { await app.pg.query('SELECT 1') }),
+      check('auth-core', async () => {
         const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/health', headersTimeout: AUTH_LOOKUP_TIMEOUT_MS, bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS })
         await body.dump()
         if (statusCode !== 200) throw new Error(`auth-core /health answered ${statusCode}`)

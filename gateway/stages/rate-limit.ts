@@ -6,6 +6,7 @@ import { clientAddress } from '../client-address.ts'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './normalise.ts'
 import { RAG_ROUTES } from '../route-paths.ts'
+import { withDeadline } from '../../shared/deadline.ts'
 
 export interface RateLimitPluginOptions {
   authMax: number
@@ -198,12 +199,7 @@ async function connectRedis (app: FastifyInstance, url: string, local: LocalCoun
   app.addHook('onClose', async () => { counter.close() })
   // One attempt's worth of waiting, so that a reachable Redis counts from the first request; an
   // unreachable one is retried in the background while the replica counts on its own.
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([
-    redis.connect().catch(() => {}),
-    new Promise<void>((resolve) => { timer = setTimeout(resolve, DEFAULT_REDIS_CONNECT_TIMEOUT_MS + DEFAULT_REDIS_COMMAND_TIMEOUT_MS) })
-  ])
-  clearTimeout(timer)
+  await withDeadline(redis.connect(), DEFAULT_REDIS_CONNECT_TIMEOUT_MS + DEFAULT_REDIS_COMMAND_TIMEOUT_MS, 'Redis').catch(() => {})
   return counter
 }
 

@@ -9,6 +9,7 @@ import { cookieFetch, JWT_TEST_SECRET, SECRET, TEST_ORIGIN, uniqueEmail } from '
 import type { Teardown } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
 import { freePort } from '../ports.ts'
+import { until } from '../poll.ts'
 
 /*
  * Postgres taken away under traffic, as an operator would: `pg_ctl stop -m fast` and `kill -9` of
@@ -38,15 +39,6 @@ function postgresBin (): string | null {
 }
 
 
-async function until<T> (what: string, deadlineMs: number, probe: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + deadlineMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${deadlineMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
-}
 
 function alive (pid: number): boolean {
   try {

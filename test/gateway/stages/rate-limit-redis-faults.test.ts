@@ -11,6 +11,7 @@ import type { Stack } from '../../../gateway/cli/stack.ts'
 import { postJson, startTestStack, TEST_ORIGIN } from '../../helper.ts'
 import type { Teardown } from '../../helper.ts'
 import { freePort } from '../../ports.ts'
+import { until } from '../../poll.ts'
 
 // Every fault is played on a Redis of this test's own (never the machine's 127.0.0.1:6379): its own
 // port, no persistence, killed in teardown, so nothing it wrote outlives it.
@@ -26,13 +27,9 @@ const WAIT_MS = 20_000
 
 
 /** Polls `check` until it holds; fails with `what` after `ms`. */
+/** Polls `check` until it holds; fails with `what` after `ms`. */
 async function eventually (what: string, check: () => Promise<boolean>, ms = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
+  await until(what, ms, async () => (await check()) ? true : undefined)
 }
 
 interface TestRedis {
