@@ -5,7 +5,9 @@ import { routedPath } from '../stages/normalise.ts'
 /** better-auth endpoints (as routed, after aliases) whose success changes who is signed in. */
 export const SIGN_OUT_PATH = '/auth/sign-out'
 export const REVOKE_ALL_PATH = '/auth/revoke-sessions'
-const REVOKE_ONE_PATHS = new Set(['/auth/revoke-session', '/auth/revoke-other-sessions'])
+const REVOKE_ONE_PATH = '/auth/revoke-session'
+// auth-core names the user of this one itself (it revokes the user's tokens too): see the auth proxy.
+const REVOKE_OTHERS_PATH = '/auth/revoke-other-sessions'
 const SIGN_IN = /^\/auth\/sign-in\//
 const SIGN_UP = /^\/auth\/sign-up\//
 
@@ -15,7 +17,7 @@ function eventOf (method: string, path: string): SessionEvent | null {
   if (method !== 'POST') return null
   if (path === SIGN_OUT_PATH) return 'sign_out'
   if (path === REVOKE_ALL_PATH) return 'revoke_sessions'
-  if (REVOKE_ONE_PATHS.has(path)) return 'revoke_session'
+  if (path === REVOKE_ONE_PATH || path === REVOKE_OTHERS_PATH) return 'revoke_session'
   if (SIGN_IN.test(path)) return 'sign_in'
   if (SIGN_UP.test(path)) return 'sign_up'
   return null
@@ -39,10 +41,11 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
   const pending = new WeakMap<FastifyRequest, { event: SessionEvent, userId?: string }>()
 
   app.addHook('onRequest', function classifySessionEvent (request, _reply, done) {
-    const event = eventOf(request.method, routedPath(request))
+    const path = routedPath(request)
+    const event = eventOf(request.method, path)
     if (event === null) return done()
     pending.set(request, { event })
-    if (event !== 'revoke_session') return done()
+    if (path !== REVOKE_ONE_PATH) return done()
     // Resolved before proxying: afterwards the session no longer exists to say whose it was.
     app.identities.resolve(cookieOnly(request)).then(({ identity }) => {
       if (identity !== null) pending.set(request, { event, userId: identity.userId })
