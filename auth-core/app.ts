@@ -8,6 +8,7 @@ import { withDeadline } from '../shared/deadline.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
+import { connectSessionStorage } from './session-storage.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
 import { AUTH_CORE_ERRORS, containsNul, isJsonBody, NulCharacterError } from './errors.ts'
@@ -134,7 +135,9 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   await app.register(drainPlugin)
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
-  const auth = createAuth(config, options.pool, watchingDatabaseErrors(app.log))
+  const storage = config.redisUrl === undefined ? undefined : await connectSessionStorage(config.redisUrl, app.log)
+  if (storage !== undefined) app.addHook('onClose', async () => { storage.close() })
+  const auth = createAuth(config, options.pool, watchingDatabaseErrors(app.log), storage)
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))

@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { AuthCoreConfig, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { tokenRevocation } from './plugins/token-revocation/index.ts'
+import type { RedisSessionStorage } from './session-storage.ts'
 
 export const SESSION_EXPIRES_IN_SECONDS = 60 * 60 * 24 * 7
 export const SESSION_UPDATE_AGE_SECONDS = 60 * 60 * 24
@@ -49,10 +50,19 @@ function toPino (log: FastifyBaseLogger | undefined) {
 }
 
 /**
+ * With Redis (`REDIS_URL`), sessions and verification values are cached there and kept in Postgres
+ * too, so get-session is a Redis read and Postgres stays the record (see `session-storage.ts`).
+ */
+function sharedStorage (storage: RedisSessionStorage | undefined) {
+  if (storage === undefined) return {}
+  return { secondaryStorage: storage, verification: { storeInDatabase: true } }
+}
+
+/**
  * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
  * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
  */
-export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
+export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger, storage?: RedisSessionStorage) {
   return {
     appName: 'auth-gateway',
     database: pool,
@@ -69,8 +79,11 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
     },
     session: {
       expiresIn: SESSION_EXPIRES_IN_SECONDS,
-      updateAge: SESSION_UPDATE_AGE_SECONDS
+      updateAge: SESSION_UPDATE_AGE_SECONDS,
+      // With secondaryStorage: in Postgres as well, read from there when Redis misses or is away.
+      storeSessionInDatabase: true
     },
+    ...sharedStorage(storage),
     user: {
       additionalFields: toAdditionalFields(config.userFields),
       deleteUser: { enabled: true }
@@ -88,8 +101,8 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
   } satisfies BetterAuthOptions
 }
 
-export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger) {
-  return betterAuth(createAuthOptions(config, pool, log))
+export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger, storage?: RedisSessionStorage) {
+  return betterAuth(createAuthOptions(config, pool, log, storage))
 }
 
 export type Auth = ReturnType<typeof createAuth>

@@ -47,7 +47,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(drainPlugin)
   await app.register(pgPlugin, { pool: options.pool })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
-  await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields })
+  await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
   await registerPipeline(app, config, DEFAULT_RULES)
 
   await app.register(healthRoutes)

@@ -33,6 +33,10 @@ export class TtlCache<K, V> {
     this.#entries.delete(key)
   }
 
+  clear (): void {
+    this.#entries.clear()
+  }
+
   /** Deletes every expired entry: entries nobody reads again would otherwise stay until pushed out. */
   sweep (now: number = Date.now()): void {
     for (const [key, entry] of this.#entries) if (entry.expires <= now) this.#entries.delete(key)

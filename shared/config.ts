@@ -33,6 +33,11 @@ export interface CommonConfig {
   userFields: readonly UserField[]
   /** @default 'info' */
   logLevel: LogLevel
+  /**
+   * Shared state of several replicas: the gateway's rate-limit counters and revocation broadcast,
+   * auth-core's sessions and verification values (Better-Auth `secondaryStorage`). Unset: per process.
+   */
+  redisUrl: string | undefined
 }
 
 /** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
@@ -64,7 +69,6 @@ export interface GatewayConfig extends CommonConfig {
    * hops, or these proxy addresses/CIDRs. The client is the rightmost entry not trusted. @default false
    */
   trustProxy: TrustProxy
-  redisUrl: string | undefined
   /** Milliseconds. @default 5 seconds */
   sessionCacheTtl: number
   /** How each upstream's identity tokens are signed and whom they name. */
@@ -357,6 +361,8 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
   }
   const jwtAlg = present(env, 'JWT_ALG') ?? 'HS256'
   if (jwtAlg !== 'HS256' && jwtAlg !== 'EdDSA') throw new ConfigError('JWT_ALG', 'must be HS256 or EdDSA', jwtAlg)
+  const redisUrl = present(env, 'REDIS_URL')
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
   return {
     production,
     databaseUrl: postgresUrl(env, 'DATABASE_URL'),
@@ -366,7 +372,8 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     publicUrl: httpUrl(env, 'PUBLIC_URL', DEFAULT_PUBLIC_URL) as string,
     allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
     userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
-    logLevel: logLevel as LogLevel
+    logLevel: logLevel as LogLevel,
+    redisUrl
   }
 }
 
@@ -374,8 +381,6 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
   const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
   const consentVersion = present(env, 'CONSENT_VERSION') ?? '1'
   if (consentVersion.length > 32) throw new ConfigError('CONSENT_VERSION', 'must be at most 32 characters', consentVersion)
-  const redisUrl = present(env, 'REDIS_URL')
-  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL')
   return {
     ...common,
     port: integer(env, 'PORT', DEFAULT_PORT, 0, 65535),
@@ -391,7 +396,6 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
     ragRateLimitUser: integer(env, 'RAG_RATE_LIMIT_USER', 120, 1, 1_000_000_000),
     consentVersion,
     trustProxy: trustProxy(env, 'TRUST_PROXY'),
-    redisUrl,
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
     upstreamTokens: Object.freeze(upstreamTokens(env, common.jwtSecret))
   }

@@ -9,6 +9,7 @@ import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, 
 import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
+import type { Revocation } from './revocation-bus.ts'
 
 export interface SessionUser {
   id: string
@@ -126,6 +127,10 @@ export class IdentityResolver {
   readonly #revocations: TtlCache<string, number>
   readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
   readonly #inflight = new Map<string, Promise<Resolution>>()
+  /** Counts evictions: a look-up that an eviction overtook answers its caller but is not cached. */
+  #evictions = 0
+  #broadcast: ((revocation: Revocation) => Promise<void>) | null = null
+  readonly #broadcasting = new Set<Promise<void>>()
 
   constructor (app: FastifyInstance, options: Required<IdentityResolverOptions>) {
     this.#app = app
@@ -181,19 +186,61 @@ export class IdentityResolver {
     return pending
   }
 
-  /** Forgets a cookie session at once (sign-out through the gateway). */
-  evict (cookieHeader: string | undefined): void {
-    const cookies = sessionCookies(cookieHeader)
-    if (cookies !== null) this.#sessions.delete(cookieKey(cookies))
+  /**
+   * Announces this replica's evictions to the others (the revocation bus); without it evictions stay
+   * on this replica and the others forget by their TTL.
+   */
+  broadcastWith (broadcast: (revocation: Revocation) => Promise<void>): void {
+    this.#broadcast = broadcast
   }
 
-  /** Forgets every cached session of a user and the cached revocation time (revoke all). */
+  /** Forgets a cookie session at once (sign-out through the gateway), here and on every replica. */
+  evict (cookieHeader: string | undefined): void {
+    const cookies = sessionCookies(cookieHeader)
+    if (cookies === null) return
+    const session = cookieKey(cookies)
+    this.forget({ session })
+    this.#announce({ session })
+  }
+
+  /** Forgets every cached session of a user and the cached revocation time (revoke all), here and on every replica. */
   evictUser (userId: string): void {
+    this.forget({ user: userId })
+    this.#announce({ user: userId })
+  }
+
+  /** Forgets what a revocation names on this replica only (a message from another replica). */
+  forget (revocation: Revocation): void {
+    this.#evictions += 1
+    if ('session' in revocation) {
+      this.#sessions.delete(revocation.session)
+      return
+    }
+    const userId = revocation.user
     this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
     this.#revocations.delete(userId)
   }
 
+  /** Forgets every cached session and token generation (revocations may have been missed). */
+  forgetAll (): void {
+    this.#evictions += 1
+    this.#sessions.clear()
+    this.#revocations.clear()
+  }
+
+  /** Resolves once every eviction announced so far has reached Redis (or timed out). */
+  async announced (): Promise<void> {
+    if (this.#broadcasting.size > 0) await Promise.all(this.#broadcasting)
+  }
+
+  #announce (revocation: Revocation): void {
+    if (this.#broadcast === null) return
+    const sent = this.#broadcast(revocation).finally(() => { this.#broadcasting.delete(sent) })
+    this.#broadcasting.add(sent)
+  }
+
   async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {
+    const evictions = this.#evictions
     let session: { user?: SessionUser, session?: Record<string, unknown> } | null
     try {
       const response = await this.#app.authCore.request({
@@ -241,7 +288,7 @@ export class IdentityResolver {
           error: null
         }
     if (resolution.identity === null) this.#unknownCookies.set(key, resolution)
-    else this.#sessions.set(key, resolution)
+    else if (evictions === this.#evictions) this.#sessions.set(key, resolution)
     return resolution
   }
 
@@ -295,8 +342,10 @@ export class IdentityResolver {
   async tokenGeneration (userId: string): Promise<number> {
     const cached = this.#revocations.get(userId)
     if (cached !== undefined) return cached
+    const evictions = this.#evictions
     const generation = await readTokenGeneration(this.#app.pg, userId)
-    this.#revocations.set(userId, generation)
+    // A revocation that arrived meanwhile may postdate what was read.
+    if (evictions === this.#evictions) this.#revocations.set(userId, generation)
     return generation
   }
 }

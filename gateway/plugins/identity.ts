@@ -4,6 +4,7 @@ import { ClientTokenVerifier, EdDsaSigner, JwtKeys } from '../../shared/jwt.ts'
 import { KeyRing } from '../../shared/signing-keys.ts'
 import type { KeyPurpose } from '../../shared/signing-keys.ts'
 import { IdentityResolver } from '../identity/identity-resolver.ts'
+import { RevocationBus } from '../identity/revocation-bus.ts'
 import type { ClaimProvider, ClientTokens, Identity, IdentityResolverOptions, Resolution } from '../identity/identity-resolver.ts'
 
 const SWEEP_INTERVAL_MS = 30_000
@@ -27,10 +28,13 @@ declare module 'fastify' {
   }
 }
 
-export type IdentityPluginOptions = IdentityResolverOptions
+export interface IdentityPluginOptions extends IdentityResolverOptions {
+  /** Sign-outs and revocations broadcast to every replica (docs/redis.md); unset: this replica only. */
+  redisUrl?: string
+}
 
 /** The caller's keys, token signers and resolver, as decorations every stage and route uses. */
-async function identityPlugin (app: FastifyInstance, options: IdentityPluginOptions): Promise<void> {
+async function identityPlugin (app: FastifyInstance, { redisUrl, ...options }: IdentityPluginOptions): Promise<void> {
   const jwtAlg = options.jwtAlg ?? 'HS256'
   const signs: KeyPurpose[] = jwtAlg === 'EdDSA' ? ['identity', 'client'] : ['identity']
   const keyRing = new KeyRing(app.pg, options.jwtSecret, {
@@ -45,6 +49,14 @@ async function identityPlugin (app: FastifyInstance, options: IdentityPluginOpti
   })
   const identities = new IdentityResolver(app, { jwtAlg, ...options })
   app.decorate('identities', identities)
+  if (redisUrl !== undefined) {
+    const bus = await RevocationBus.connect(redisUrl, app.log, {
+      apply: (revocation) => { identities.forget(revocation) },
+      gap: () => { identities.forgetAll() }
+    })
+    identities.broadcastWith(async (revocation) => { await bus.publish(revocation) })
+    app.addHook('onClose', async () => { bus.close() })
+  }
   const sweeper = setInterval(() => { identities.sweep() }, SWEEP_INTERVAL_MS)
   sweeper.unref()
   app.addHook('onClose', async () => {

@@ -34,7 +34,7 @@ function cookieOnly (request: FastifyRequest): FastifyRequest {
  * Keeps the gateway's session cache in step with better-auth: a sign-out evicts the cached session,
  * revoking one session evicts the user's. (Revocations of every token of a user are announced by
  * auth-core itself: see the auth proxy.) Runs in `onSend`, before the answer leaves, so the caller's
- * next request already sees the change. Also logs sign-in, sign-up and sign-out events (never credentials).
+ * next request already sees the change, on this replica and (with Redis) on every other. Also logs sign-in, sign-up and sign-out events (never credentials).
  */
 async function sessionEvents (app: FastifyInstance): Promise<void> {
   // Classified once, in onRequest; onSend only looks the request up.
@@ -55,7 +55,11 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
 
   app.addHook('onSend', function settleSessionEvent (request, reply, payload, done) {
     const entry = pending.get(request)
-    if (entry === undefined) return done(null, payload)
+    // auth-core revoked the user's tokens (the auth proxy evicted): other replicas hear it first.
+    if (entry === undefined) {
+      if (request.tokensRevokedFor === null) return done(null, payload)
+      return announcedThen(done, payload)
+    }
     const { event } = entry
     const userId = entry.userId ?? request.tokensRevokedFor ?? undefined
     const ok = reply.statusCode === 200
@@ -64,8 +68,14 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
       if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)
     }
     request.log.info({ event, ok, status: reply.statusCode, ...(userId === undefined ? {} : { userId }) }, ok ? `${event} succeeded` : `${event} refused`)
+    if (ok && event !== 'sign_in' && event !== 'sign_up') return announcedThen(done, payload)
     done(null, payload)
   })
+
+  /** The answer leaves once every replica was told (or Redis timed out): the caller's next request, on any replica, is already refused. */
+  function announcedThen (done: (err: null, payload: unknown) => void, payload: unknown): void {
+    app.identities.announced().then(() => { done(null, payload) }, () => { done(null, payload) })
+  }
 }
 
 export default fp(sessionEvents, { name: 'session-events', dependencies: ['identity'] })

@@ -6,7 +6,7 @@ import { clientAddress } from '../client-address.ts'
 import { RateLimitedError } from '../errors.ts'
 import { routedPath } from './normalise.ts'
 import { RAG_ROUTES } from '../route-paths.ts'
-import { withDeadline } from '../../shared/deadline.ts'
+import { connectWithin, createRedis } from '../../shared/redis.ts'
 
 export interface RateLimitPluginOptions {
   authMax: number
@@ -47,10 +47,6 @@ const require = createRequire(import.meta.url)
 const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreConstructor<null, [cache: number]>
 const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreConstructor<Error | null, [redis: Redis, key: string]>
 
-// A hung Redis must cost a request no more than this: past it the request is counted in-process.
-const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
-const DEFAULT_REDIS_CONNECT_TIMEOUT_MS = 1000
-const DEFAULT_REDIS_RETRY_MAX_MS = 2000
 // How often a connection that is open but stopped answering is tried again.
 const DEFAULT_REDIS_RETRY_INTERVAL_MS = 1000
 const RETRY_KEY = 'retry'
@@ -184,22 +180,10 @@ class Budget {
 }
 
 async function connectRedis (app: FastifyInstance, url: string, local: LocalCounter): Promise<Counter> {
-  // Loaded only when configured: a single replica never pays for the client.
-  const { Redis } = await import('ioredis')
-  const redis = new Redis(url, {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
-    commandTimeout: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
-    // Always a number: ioredis gives up for good on anything else, and a Redis may come back any time.
-    retryStrategy: (attempt: number) => Math.min(attempt * 100, DEFAULT_REDIS_RETRY_MAX_MS)
-  })
+  const redis = await createRedis(url)
   const counter = new RedisCounter(redis, local, app.log)
   app.addHook('onClose', async () => { counter.close() })
-  // One attempt's worth of waiting, so that a reachable Redis counts from the first request; an
-  // unreachable one is retried in the background while the replica counts on its own.
-  await withDeadline(redis.connect(), DEFAULT_REDIS_CONNECT_TIMEOUT_MS + DEFAULT_REDIS_COMMAND_TIMEOUT_MS, 'Redis').catch(() => {})
+  await connectWithin(redis)
   return counter
 }
 

@@ -1,15 +1,12 @@
 import t from 'tap'
-import { execFile, spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { mkdtempSync, rmSync } from 'node:fs'
 import pg from 'pg'
 import { cookieFetch, JWT_TEST_SECRET, SECRET, TEST_ORIGIN, uniqueEmail } from '../helper.ts'
-import type { Teardown } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
 import { freePort } from '../ports.ts'
 import { until } from '../poll.ts'
+import { call, DB_PASSWORD, describe, postgresBin, runScript, spawnService, startCluster } from '../processes.ts'
+import type { Answer } from '../processes.ts'
 
 /*
  * Postgres taken away under traffic, as an operator would: `pg_ctl stop -m fast` and `kill -9` of
@@ -18,155 +15,13 @@ import { until } from '../poll.ts'
  * observed, not inferred.
  */
 
-const run = promisify(execFile)
 const PASSWORD = 'correct horse battery'
-// In the URL so the test can prove no log line ever carries it (the cluster trusts every local login).
-const DB_PASSWORD = 'pg-password-never-logged'
 const LANES = 4
 /** Requests of one traffic run, at most. */
 const TRAFFIC_BUDGET = 600
 const OUTAGE_ANSWER_MS = 6_000
 const READY_WITHIN_MS = 20_000
 
-function postgresBin (): string | null {
-  const versions = existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql').filter((name) => /^\d+$/.test(name)).sort((a, b) => Number(b) - Number(a)) : []
-  for (const version of versions) {
-    const dir = `/usr/lib/postgresql/${version}/bin`
-    if (existsSync(join(dir, 'initdb'))) return dir
-  }
-  for (const dir of (process.env.PATH ?? '').split(':')) if (dir !== '' && existsSync(join(dir, 'initdb'))) return dir
-  return null
-}
-
-
-
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  // A zombie nobody reaped yet is gone for Postgres' purposes.
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return true
-  }
-}
-
-interface Cluster {
-  url: string
-  start: () => Promise<void>
-  stop: () => Promise<void>
-  /** `kill -9` of the postmaster; resolves once it and its backends are gone. */
-  kill: () => Promise<void>
-}
-
-/** A throw-away cluster: `initdb` as the `postgres` OS user when running as root (initdb refuses root). */
-async function startCluster (t: Teardown, bin: string): Promise<Cluster> {
-  const root = process.getuid?.() === 0
-  const base = mkdtempSync('/tmp/pgfaults-')
-  if (root) {
-    const { stdout } = await run('id', ['-u', 'postgres'])
-    const { stdout: gid } = await run('id', ['-g', 'postgres'])
-    chownSync(base, Number(stdout.trim()), Number(gid.trim()))
-  }
-  const asOwner = async (command: string, args: string[]): Promise<void> => {
-    const [file, argv] = root ? ['runuser', ['-u', 'postgres', '--', join(bin, command), ...args]] : [join(bin, command), args]
-    await run(file, argv, { timeout: 30_000 })
-  }
-  const dataDir = join(base, 'data')
-  const port = await freePort()
-  await asOwner('initdb', ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
-  const ctl = (args: string[]): Promise<void> => asOwner('pg_ctl', ['-D', dataDir, ...args])
-  const start = async (): Promise<void> => {
-    // `-l`: without a log file the postmaster would hold pg_ctl's stdout open and execFile never return.
-    await ctl(['-o', `-p ${port} -k ${base} -c listen_addresses=127.0.0.1 -c fsync=on`, '-l', join(base, 'postgres.log'), '-w', '-t', '30', 'start'])
-  }
-  const postmasterPid = (): number => Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
-  const cluster: Cluster = {
-    url: `postgres://postgres:${DB_PASSWORD}@127.0.0.1:${port}/postgres`,
-    start,
-    stop: () => ctl(['-m', 'fast', '-w', 'stop']),
-    async kill () {
-      const pid = postmasterPid()
-      const { stdout } = await run('ps', ['-o', 'pid=', '--ppid', String(pid)])
-      const backends = stdout.split('\n').map((line) => Number(line.trim())).filter((n) => n > 0)
-      process.kill(pid, 'SIGKILL')
-      // Its backends notice the postmaster's death and exit; a new postmaster refuses to start while they hold shared memory.
-      await until('the killed cluster to be gone', 10_000, async () => [pid, ...backends].some(alive) ? undefined : true, 50)
-    }
-  }
-  t.teardown(async () => {
-    try {
-      await ctl(['-m', 'immediate', '-w', 'stop'])
-    } catch {}
-    rmSync(base, { recursive: true, force: true })
-  })
-  await start()
-  return cluster
-}
-
-interface Service {
-  name: string
-  child: ChildProcess
-  url: string
-  exit: { code: number | null, signal: NodeJS.Signals | null } | null
-  output: () => string
-}
-
-function spawnService (t: Teardown, name: string, script: string, env: Record<string, string>, url: string): Service {
-  const child = spawn(process.execPath, ['--import=tsx', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '', ...env } })
-  let output = ''
-  const keep = (chunk: string): void => { output = (output + chunk).slice(-2_000_000) }
-  child.stdout?.setEncoding('utf8').on('data', keep)
-  child.stderr?.setEncoding('utf8').on('data', keep)
-  const service: Service = { name, child, url, exit: null, output: () => output }
-  child.on('exit', (code, signal) => { service.exit = { code, signal } })
-  t.teardown(async () => {
-    if (service.exit !== null) return
-    const exited = new Promise((resolve) => { child.once('exit', resolve) })
-    child.kill('SIGTERM')
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 12_000))])
-    if (service.exit === null) child.kill('SIGKILL')
-  })
-  return service
-}
-
-async function runScript (script: string, env: Record<string, string>): Promise<void> {
-  await run(process.execPath, ['--import=tsx', script], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 60_000 })
-}
-
-interface Answer {
-  status: number
-  /** The JSON body's `error`, `null` when the body is JSON without one, `'<empty>'`/`'<not json>'` otherwise. */
-  error: string | null
-  json: unknown
-  ms: number
-}
-
-/** One request that never throws: a network failure or a 10 s hang is status 0. */
-async function call (f: typeof fetch, url: string, init: RequestInit = {}): Promise<Answer> {
-  const started = Date.now()
-  try {
-    const response = await f(url, { ...init, signal: AbortSignal.timeout(10_000) })
-    const text = await response.text()
-    let json: unknown = null
-    let error: string | null = text === '' ? '<empty>' : '<not json>'
-    if (text !== '' && (response.headers.get('content-type') ?? '').includes('json')) {
-      try {
-        json = JSON.parse(text)
-        const code = (json as { error?: unknown } | null)?.error
-        error = typeof code === 'string' ? code : null
-      } catch {}
-    }
-    return { status: response.status, error, json, ms: Date.now() - started }
-  } catch (err) {
-    return { status: 0, error: (err as Error).name, json: null, ms: Date.now() - started }
-  }
-}
-
-const describe = (answer: Answer): string => `${answer.status} ${answer.error ?? ''} in ${answer.ms} ms`
 /** What a call may answer while Postgres comes and goes: success, or 503 `database_unavailable` in JSON. */
 const acceptable = (answer: Answer): boolean => answer.status === 200 || (answer.status === 503 && answer.error === 'database_unavailable')
 
