@@ -131,6 +131,7 @@ export class IdentityResolver {
   #evictions = 0
   #broadcast: ((revocation: Revocation) => Promise<void>) | null = null
   readonly #broadcasting = new Set<Promise<void>>()
+  readonly #listeners: Array<(revocation: Revocation | 'all') => void> = []
 
   constructor (app: FastifyInstance, options: Required<IdentityResolverOptions>) {
     this.#app = app
@@ -200,13 +201,18 @@ export class IdentityResolver {
     if (cookies === null) return
     const session = cookieKey(cookies)
     this.forget({ session })
-    this.#announce({ session })
+    void this.announce({ session })
   }
 
   /** Forgets every cached session of a user and the cached revocation time (revoke all), here and on every replica. */
   evictUser (userId: string): void {
     this.forget({ user: userId })
-    this.#announce({ user: userId })
+    void this.announce({ user: userId })
+  }
+
+  /** Other caches of what a revocation names (the consented profile claims) forget with these. */
+  onForget (listener: (revocation: Revocation | 'all') => void): void {
+    this.#listeners.push(listener)
   }
 
   /** Forgets what a revocation names on this replica only (a message from another replica). */
@@ -214,11 +220,12 @@ export class IdentityResolver {
     this.#evictions += 1
     if ('session' in revocation) {
       this.#sessions.delete(revocation.session)
-      return
+    } else if ('user' in revocation) {
+      const userId = revocation.user
+      this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
+      this.#revocations.delete(userId)
     }
-    const userId = revocation.user
-    this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
-    this.#revocations.delete(userId)
+    for (const listener of this.#listeners) listener(revocation)
   }
 
   /** Forgets every cached session and token generation (revocations may have been missed). */
@@ -226,6 +233,7 @@ export class IdentityResolver {
     this.#evictions += 1
     this.#sessions.clear()
     this.#revocations.clear()
+    for (const listener of this.#listeners) listener('all')
   }
 
   /** Resolves once every eviction announced so far has reached Redis (or timed out). */
@@ -233,10 +241,12 @@ export class IdentityResolver {
     if (this.#broadcasting.size > 0) await Promise.all(this.#broadcasting)
   }
 
-  #announce (revocation: Revocation): void {
+  /** Tells the other replicas (this one already forgot); resolves once Redis has it or timed out. */
+  async announce (revocation: Revocation): Promise<void> {
     if (this.#broadcast === null) return
     const sent = this.#broadcast(revocation).finally(() => { this.#broadcasting.delete(sent) })
     this.#broadcasting.add(sent)
+    await sent
   }
 
   async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {

@@ -6,8 +6,11 @@ import { connectWithin, createRedis } from '../../shared/redis.ts'
 /** The Redis pub/sub channel on which replicas announce what they evicted. */
 export const REVOCATION_CHANNEL = 'auth-gateway:revocations'
 
-/** What one replica tells the others to forget: a user's sessions and token generation, or one session (its cache key). */
-export type Revocation = { user: string } | { session: string }
+/**
+ * What one replica tells the others to forget: a user's sessions and token generation, one session
+ * (its cache key), or a user's consented profile claims (after a profile write).
+ */
+export type Revocation = { user: string } | { session: string } | { claims: string }
 
 export interface RevocationHandlers {
   /** Forget what a message names (never called for this replica's own messages). */
@@ -28,10 +31,11 @@ function parse (raw: string): { origin: string, revocation: Revocation } | null 
     return null
   }
   if (message === null || typeof message !== 'object') return null
-  const { origin, user, session } = message as Record<string, unknown>
+  const { origin, user, session, claims } = message as Record<string, unknown>
   if (typeof origin !== 'string') return null
   if (typeof user === 'string' && user !== '') return { origin, revocation: { user } }
   if (typeof session === 'string' && session !== '') return { origin, revocation: { session } }
+  if (typeof claims === 'string' && claims !== '') return { origin, revocation: { claims } }
   return null
 }
 

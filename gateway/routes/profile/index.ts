@@ -33,7 +33,7 @@ function validateOptions (options: ProfileRoutesOptions): Set<string> {
 export default async function profileRoutes (app: FastifyInstance, options: ProfileRoutesOptions): Promise<void> {
   const allowedOrigins = validateOptions(options)
   const profiles = createProfileRepository(app.pg)
-  const claims = new ConsentedClaims(profiles, options.claimsCacheTtl ?? 5000)
+  const claims = new ConsentedClaims(profiles, options.claimsCacheTtl ?? 5000, app.identities, app.log)
   app.identityClaimProviders.push(claims.provider)
 
   // Only JSON bodies here: a `text/plain` POST is what a cross-site form can send without a preflight.
