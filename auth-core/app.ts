@@ -1,6 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { join } from 'node:path'
 import Fastify from 'fastify'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
+import { ConfigError } from '../shared/config.ts'
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
 import drainPlugin from '../shared/drain.ts'
@@ -9,6 +11,7 @@ import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
 import { createAuth } from './auth.ts'
 import { connectSessionStorage } from './session-storage.ts'
+import { Mailer } from './mail.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
 import { AUTH_CORE_ERRORS, containsNul, isJsonBody, NulCharacterError } from './errors.ts'
@@ -22,6 +25,8 @@ export interface AuthCoreOptions {
 declare module 'fastify' {
   interface FastifyInstance {
     auth: Auth
+    /** Verification and password-reset mail (queued; `idle()` waits for it). */
+    mailer: Mailer
   }
 }
 
@@ -137,7 +142,12 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   const databaseDown = databaseProbe(options.pool)
   const storage = config.redisUrl === undefined ? undefined : await connectSessionStorage(config.redisUrl, app.log)
   if (storage !== undefined) app.addHook('onClose', async () => { storage.close() })
-  const auth = createAuth(config, options.pool, watchingDatabaseErrors(app.log), storage)
+  // Verification and reset links would go nowhere.
+  if (config.production && config.smtpUrl === undefined) throw new ConfigError('SMTP_URL', 'is required in production (verification and password-reset mail)')
+  const mailer = new Mailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, outboxDir: join(config.dataDir, 'outbox'), log: app.log })
+  app.addHook('onClose', async () => { mailer.close() })
+  app.decorate('mailer', mailer)
+  const auth = createAuth(config, options.pool, { log: watchingDatabaseErrors(app.log), storage, mailer })
   app.decorate('auth', auth)
 
   app.get('/health', async () => ({ status: 'ok' }))

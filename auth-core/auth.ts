@@ -5,11 +5,26 @@ import type { AuthCoreConfig, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { tokenRevocation } from './plugins/token-revocation/index.ts'
 import type { RedisSessionStorage } from './session-storage.ts'
+import { existingAccountMail, resetPasswordMail, verificationMail } from './mail.ts'
+import type { Mailer } from './mail.ts'
+import { accountErasure } from './account-erasure.ts'
 
 export const SESSION_EXPIRES_IN_SECONDS = 60 * 60 * 24 * 7
 export const SESSION_UPDATE_AGE_SECONDS = 60 * 60 * 24
 export const MIN_PASSWORD_LENGTH = 8
 export const MAX_PASSWORD_LENGTH = 128
+export const VERIFICATION_EXPIRES_IN_SECONDS = 60 * 60
+export const RESET_PASSWORD_EXPIRES_IN_SECONDS = 30 * 60
+const APP_NAME = 'auth-gateway'
+
+/** What better-auth is given besides the configuration: where it logs, caches sessions and sends mail. */
+export interface AuthServices {
+  log?: FastifyBaseLogger
+  /** Redis in front of Postgres for sessions (`REDIS_URL`). */
+  storage?: RedisSessionStorage
+  /** Verification and password-reset mail; without it no mail is sent (migrations, tools). */
+  mailer?: Mailer
+}
 
 type AdditionalFields = NonNullable<NonNullable<BetterAuthOptions['user']>['additionalFields']>
 
@@ -62,7 +77,32 @@ function sharedStorage (storage: RedisSessionStorage | undefined) {
  * The whole better-auth configuration. Public links are built from `PUBLIC_URL/auth`, the path the
  * browser sees through the gateway; the auth-core host maps its internal `/api/auth/*` onto it.
  */
-export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger, storage?: RedisSessionStorage) {
+/**
+ * Verification at sign-up, password reset, and a notice to the owner when someone signs up with an
+ * address that has an account. Mails are queued (the answer never waits for them), so an answer
+ * says nothing about whether an account exists.
+ */
+function accountMail (config: Readonly<AuthCoreConfig>, mailer: Mailer | undefined) {
+  if (mailer === undefined) return { emailAndPassword: {}, emailVerification: {} }
+  const signInPage = config.allowedOrigins[0] ?? config.publicUrl
+  return {
+    emailAndPassword: {
+      requireEmailVerification: config.requireEmailVerification,
+      resetPasswordTokenExpiresIn: RESET_PASSWORD_EXPIRES_IN_SECONDS,
+      async sendResetPassword ({ user, url }: { user: { email: string }, url: string }) { mailer.send(resetPasswordMail(APP_NAME, user.email, url)) },
+      async onExistingUserSignUp ({ user }: { user: { email: string } }) { mailer.send(existingAccountMail(APP_NAME, user.email, signInPage)) }
+    },
+    emailVerification: {
+      sendOnSignUp: true,
+      autoSignInAfterVerification: true,
+      expiresIn: VERIFICATION_EXPIRES_IN_SECONDS,
+      async sendVerificationEmail ({ user, url }: { user: { email: string }, url: string }) { mailer.send(verificationMail(APP_NAME, user.email, url)) }
+    }
+  }
+}
+
+export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, { log, storage, mailer }: AuthServices = {}) {
+  const mail = accountMail(config, mailer)
   return {
     appName: 'auth-gateway',
     database: pool,
@@ -75,8 +115,10 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
       maxPasswordLength: MAX_PASSWORD_LENGTH,
       autoSignIn: true,
       // Whoever reset the password may be the only one who should still be signed in.
-      revokeSessionsOnPasswordReset: true
+      revokeSessionsOnPasswordReset: true,
+      ...mail.emailAndPassword
     },
+    emailVerification: mail.emailVerification,
     session: {
       expiresIn: SESSION_EXPIRES_IN_SECONDS,
       updateAge: SESSION_UPDATE_AGE_SECONDS,
@@ -86,7 +128,9 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
     ...sharedStorage(storage),
     user: {
       additionalFields: toAdditionalFields(config.userFields),
-      deleteUser: { enabled: true }
+      deleteUser: { enabled: true, ...accountErasure(pool) },
+      // A new address is used once its owner clicked the link mailed to it.
+      changeEmail: { enabled: mailer !== undefined }
     },
     advanced: {
       // The gateway replaces any client-sent X-Forwarded-For with the one address it resolved.
@@ -101,8 +145,8 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
   } satisfies BetterAuthOptions
 }
 
-export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, log?: FastifyBaseLogger, storage?: RedisSessionStorage) {
-  return betterAuth(createAuthOptions(config, pool, log, storage))
+export function createAuth (config: Readonly<AuthCoreConfig>, pool: Pool, services: AuthServices = {}) {
+  return betterAuth(createAuthOptions(config, pool, services))
 }
 
 export type Auth = ReturnType<typeof createAuth>

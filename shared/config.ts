@@ -87,6 +87,16 @@ export interface AuthCoreConfig extends CommonConfig {
    * another site than the gateway; it needs an https `PUBLIC_URL`. @default 'lax'
    */
   cookieSameSite: 'lax' | 'strict' | 'none'
+  /**
+   * Outgoing mail server (`smtp://user:pass@host:587`, `smtps://…`). Unset outside production: every
+   * mail is written to `DATA_DIR/outbox/` as an `.eml` file. auth-core refuses to start without it in
+   * production (the migration and key tools do not need it).
+   */
+  smtpUrl: string | undefined
+  /** The `From` of every mail. @default 'auth-gateway <no-reply@localhost>' */
+  mailFrom: string
+  /** Sign-in is refused until the address is verified. @default true in production, false otherwise */
+  requireEmailVerification: boolean
 }
 
 /** Both services in one process (`npm start`, the tests, the CLIs). */
@@ -401,6 +411,34 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
   }
 }
 
+function flag (env: Env, name: string, fallback: boolean): boolean {
+  const raw = present(env, name)?.toLowerCase()
+  if (raw === undefined) return fallback
+  if (raw === 'true' || raw === '1' || raw === 'yes') return true
+  if (raw === 'false' || raw === '0' || raw === 'no') return false
+  throw new ConfigError(name, 'must be true or false', raw)
+}
+
+function smtpUrl (env: Env): string | undefined {
+  const raw = present(env, 'SMTP_URL')
+  if (raw === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    // Never echoed: it may hold the mail server's password.
+    throw new ConfigError('SMTP_URL', 'must be an smtp:// or smtps:// URL')
+  }
+  if ((url.protocol !== 'smtp:' && url.protocol !== 'smtps:') || url.hostname === '') throw new ConfigError('SMTP_URL', 'must be an smtp:// or smtps:// URL')
+  return raw
+}
+
+function mailFrom (env: Env): string {
+  const from = present(env, 'MAIL_FROM') ?? 'auth-gateway <no-reply@localhost>'
+  if (!/^[^\r\n]*@[^\r\n]*$/.test(from) || from.length > 256) throw new ConfigError('MAIL_FROM', 'must be an address such as "Docs <no-reply@docs.example.com>"', from)
+  return from
+}
+
 function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets): AuthCoreConfig {
   const sameSite = (present(env, 'COOKIE_SAME_SITE') ?? 'lax').toLowerCase()
   if (sameSite !== 'lax' && sameSite !== 'strict' && sameSite !== 'none') throw new ConfigError('COOKIE_SAME_SITE', 'must be lax, strict or none', sameSite)
@@ -412,7 +450,10 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
     betterAuthSecret: secret(env, 'BETTER_AUTH_SECRET', common.production, () => dev().betterAuthSecret),
     authCorePort: integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535),
     authCoreHost: present(env, 'AUTH_CORE_HOST') ?? DEFAULT_HOST,
-    cookieSameSite: sameSite
+    cookieSameSite: sameSite,
+    smtpUrl: smtpUrl(env),
+    mailFrom: mailFrom(env),
+    requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production)
   }
 }
 

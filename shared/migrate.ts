@@ -63,6 +63,11 @@ export const GATEWAY_MIGRATIONS: Migrations = {
   '0004-token-generations': sqlMigration(`
     ALTER TABLE token_revocation ADD COLUMN generation integer NOT NULL DEFAULT 0;
     UPDATE token_revocation SET generation = 1;
+  `),
+  // Deleting an account is recorded in the consent log (without any profile data).
+  '0005-consent-log-erasure': sqlMigration(`
+    ALTER TABLE consent_log DROP CONSTRAINT consent_log_action_check;
+    ALTER TABLE consent_log ADD CONSTRAINT consent_log_action_check CHECK (action IN ('grant', 'withdraw', 'erased'));
   `)
 }
 

@@ -31,7 +31,8 @@ export const EMPTY_PROFILE: Readonly<Profile> = Object.freeze({
   consentAt: null,
   consentVersion: null,
   createdAt: null,
-  updatedAt: null
+  updatedAt: null,
+  reconsentRequired: false
 })
 
 interface ProfileRow {
@@ -47,7 +48,7 @@ interface ProfileRow {
 
 const PROFILE_COLUMNS = 'software_background, hardware_background, interest_area, consent_given, consent_at, consent_version, created_at, updated_at'
 
-function toProfile (row: ProfileRow): Profile {
+function toProfile (row: ProfileRow, currentVersion: string): Profile {
   return {
     softwareBackground: row.software_background,
     hardwareBackground: row.hardware_background,
@@ -56,7 +57,8 @@ function toProfile (row: ProfileRow): Profile {
     consentAt: row.consent_at?.toISOString() ?? null,
     consentVersion: row.consent_version,
     createdAt: row.created_at.toISOString(),
-    updatedAt: row.updated_at.toISOString()
+    updatedAt: row.updated_at.toISOString(),
+    reconsentRequired: row.consent_given && row.consent_version !== currentVersion
   }
 }
 
@@ -124,10 +126,11 @@ export interface ProfileRepository {
   consentedClaims: (userId: string) => Promise<TokenClaims>
 }
 
-export function createProfileRepository (pool: Pool): ProfileRepository {
+/** Profiles on Postgres; `consentVersion` is the current policy version (`CONSENT_VERSION`). */
+export function createProfileRepository (pool: Pool, consentVersion: string): ProfileRepository {
   async function read (db: Pool | PoolClient, userId: string): Promise<Profile> {
     const { rows } = await db.query<ProfileRow>(`SELECT ${PROFILE_COLUMNS} FROM profile WHERE user_id = $1`, [userId])
-    return rows.length === 0 ? { ...EMPTY_PROFILE } : toProfile(rows[0])
+    return rows.length === 0 ? { ...EMPTY_PROFILE } : toProfile(rows[0], consentVersion)
   }
 
   return {
@@ -135,7 +138,7 @@ export function createProfileRepository (pool: Pool): ProfileRepository {
       return read(pool, userId)
     },
 
-    async upsert (userId, rawUpdate, consentVersion) {
+    async upsert (userId, rawUpdate, grantedVersion) {
       const update = normaliseUpdate(rawUpdate)
       if (violatesConsent(update)) throw new ConsentRequiredError()
       return inTransaction(pool, 'BEGIN', async (client) => {
@@ -145,7 +148,7 @@ export function createProfileRepository (pool: Pool): ProfileRepository {
         const { rows: [current] } = await client.query<ProfileRow>(`SELECT ${PROFILE_COLUMNS} FROM profile WHERE user_id = $1 FOR UPDATE`, [userId])
 
         let consentChange: ConsentAction | null = null
-        if (update.consentGiven === true && (!current.consent_given || current.consent_version !== consentVersion)) consentChange = 'grant'
+        if (update.consentGiven === true && (!current.consent_given || current.consent_version !== grantedVersion)) consentChange = 'grant'
         if (update.consentGiven === false && current.consent_given) consentChange = 'withdraw'
         const erase = update.consentGiven === false
         const next = (field: BackgroundField, stored: string | null): string | null => erase ? null : update[field] === undefined ? stored : update[field] ?? null
@@ -168,13 +171,13 @@ export function createProfileRepository (pool: Pool): ProfileRepository {
             next('interestArea', current.interest_area),
             update.consentGiven ?? current.consent_given,
             consentChange,
-            consentVersion
+            grantedVersion
           ]
         )
-        if (consentChange === 'grant') await logConsent(client, userId, 'grant', consentVersion)
+        if (consentChange === 'grant') await logConsent(client, userId, 'grant', grantedVersion)
         // A withdrawal is recorded against the policy version that was agreed to.
-        if (consentChange === 'withdraw') await logConsent(client, userId, 'withdraw', current.consent_version ?? consentVersion)
-        return { profile: toProfile(row), consentChange }
+        if (consentChange === 'withdraw') await logConsent(client, userId, 'withdraw', current.consent_version ?? grantedVersion)
+        return { profile: toProfile(row, consentVersion), consentChange }
       })
     },
 
@@ -204,9 +207,10 @@ export function createProfileRepository (pool: Pool): ProfileRepository {
     },
 
     async consentedClaims (userId): Promise<TokenClaims> {
+      // Consent under an older policy version is not consent to the current one.
       const { rows } = await pool.query<Pick<ProfileRow, 'software_background' | 'hardware_background' | 'interest_area' | 'consent_version'>>(
-        'SELECT software_background, hardware_background, interest_area, consent_version FROM profile WHERE user_id = $1 AND consent_given',
-        [userId]
+        'SELECT software_background, hardware_background, interest_area, consent_version FROM profile WHERE user_id = $1 AND consent_given AND consent_version = $2',
+        [userId, consentVersion]
       )
       if (rows.length === 0) return {}
       const [row] = rows

@@ -205,6 +205,9 @@ async function main (): Promise<void> {
     }
     const common = {
       NODE_ENV: 'production',
+      // Production needs a mail server; nothing listens here, and no scenario waits for mail.
+      SMTP_URL: 'smtp://127.0.0.1:9',
+      REQUIRE_EMAIL_VERIFICATION: 'false',
       DATABASE_URL: databaseUrl,
       BETTER_AUTH_SECRET: SECRET,
       JWT_SECRET: SECRET,

@@ -32,7 +32,7 @@ interface Compose {
 }
 
 const compose = parse(readFileSync('docker-compose.yml', 'utf8'), { merge: true }) as Compose
-const USER_ENV: Env = { BETTER_AUTH_SECRET: 'b'.repeat(40), JWT_SECRET: 'j'.repeat(40) }
+const USER_ENV: Env = { BETTER_AUTH_SECRET: 'b'.repeat(40), JWT_SECRET: 'j'.repeat(40), SMTP_URL: 'smtp://mailer:secret@mail.example.com:587' }
 
 /** Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?message}` with what a user sets. */
 function substitute (environment: Record<string, string>): Env {
@@ -67,6 +67,8 @@ t.test('two gateway replicas behind HAProxy, sharing Redis', async (t) => {
   t.equal(gateway.redisUrl, 'redis://redis:6379')
   const authCore = loadConfig({ ...authCoreEnv, DATA_DIR: tempDir(t) }, 'auth-core')
   t.equal(authCore.authCoreHost, '0.0.0.0', 'auth-core listens inside its container')
+  t.ok(authCore.production && authCore.smtpUrl !== undefined, 'auth-core runs in production with an SMTP server')
+  t.notOk(gatewayEnv.SMTP_URL, 'the gateway is not given the mail server\'s password')
   t.throws(() => { substitute({ JWT_SECRET: '${UNSET_SECRET:?set it}' }) }, /UNSET_SECRET is required/, 'a required variable left unset stops compose')
 })
 

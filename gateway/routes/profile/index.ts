@@ -32,7 +32,7 @@ function validateOptions (options: ProfileRoutesOptions): Set<string> {
 /** The caller's profile and consent, on Postgres. */
 export default async function profileRoutes (app: FastifyInstance, options: ProfileRoutesOptions): Promise<void> {
   const allowedOrigins = validateOptions(options)
-  const profiles = createProfileRepository(app.pg)
+  const profiles = createProfileRepository(app.pg, options.consentVersion)
   const claims = new ConsentedClaims(profiles, options.claimsCacheTtl ?? 5000, app.identities, app.log)
   app.identityClaimProviders.push(claims.provider)
 

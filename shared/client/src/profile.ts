@@ -16,6 +16,12 @@ export interface Profile {
   consentVersion: string | null
   createdAt: string | null
   updatedAt: string | null
+  /**
+   * Consent was given under an older policy version than the current one (`CONSENT_VERSION`): the
+   * fields are kept, but not sent to the docs' services until the reader consents again (a
+   * `POST` with `consentGiven: true`).
+   */
+  reconsentRequired: boolean
 }
 
 /** What a caller may change; an absent field keeps its stored value; background fields need `consentGiven: true`. */

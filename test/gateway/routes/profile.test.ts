@@ -179,7 +179,7 @@ t.test('profile API end to end', async (t) => {
 
   t.test('a grant under a new policy version is stamped and logged again', async (t) => {
     const reader = await signUp(stack)
-    const profiles = createProfileRepository(stack.pool)
+    const profiles = createProfileRepository(stack.pool, '1')
     t.equal((await profiles.upsert(reader.userId, FULL, '1')).consentChange, 'grant')
     t.equal((await profiles.upsert(reader.userId, { consentGiven: true }, '1')).consentChange, null)
     const renewed = await profiles.upsert(reader.userId, { consentGiven: true }, '2')
@@ -191,7 +191,7 @@ t.test('profile API end to end', async (t) => {
 
   t.test('claim provider: profile claims only with consent, read fresh on every call', async (t) => {
     const reader = await signUp(stack)
-    const provider = profileClaimProvider(createProfileRepository(stack.pool))
+    const provider = profileClaimProvider(createProfileRepository(stack.pool, '1'))
     const identity = fakeIdentity(reader.userId)
     t.same(await provider(identity), {}, 'no profile: no claims')
     t.same(await gatewayClaims(stack, reader.userId), {}, 'nor from the gateway\'s providers')
