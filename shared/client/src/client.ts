@@ -57,6 +57,29 @@ export interface GatewayClient {
   }
   /** A JWT for the signed-in reader, to call a backend with `Authorization: Bearer`. */
   token: () => Promise<GatewayResult<GatewayToken>>
+  /** The account flows that go by mail, and the ones that need the password (docs/account.md). */
+  account: {
+    /**
+     * Mails a single-use link to choose a new password; it lands on `redirectTo` (an allowed origin)
+     * with `?token=`. The answer is the same whether or not the address has an account.
+     */
+    requestPasswordReset: (email: string, redirectTo: string) => Promise<GatewayResult<AccountStatus>>
+    /** Sets the new password with the token from the reset link; every session and token of the account ends. */
+    resetPassword: (token: string, newPassword: string) => Promise<GatewayResult<AccountStatus>>
+    /** Mails the verification link again; it lands on `callbackURL` signed in. */
+    sendVerificationEmail: (email: string, callbackURL: string) => Promise<GatewayResult<AccountStatus>>
+    /** Mails a link to the new address; the address changes once it is followed. */
+    changeEmail: (newEmail: string, callbackURL: string) => Promise<GatewayResult<AccountStatus>>
+    /** Needs the current password; `revokeOtherSessions` signs every other device out. */
+    changePassword: (currentPassword: string, newPassword: string, options?: { revokeOtherSessions?: boolean }) => Promise<GatewayResult<unknown>>
+    /** Erases the account, its sessions, tokens and profile (docs/account.md says what is kept). */
+    delete: (password: string) => Promise<GatewayResult<AccountStatus>>
+  }
+}
+
+/** better-auth's answer to the mail flows. */
+export interface AccountStatus {
+  status: boolean
 }
 
 function messageOf (err: unknown): string {
@@ -120,6 +143,14 @@ export function createGatewayClient (options: GatewayClientOptions): GatewayClie
       query: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/query', body),
       select: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/select', body)
     },
-    token: async () => call<GatewayToken>('GET', '/auth/jwt')
+    token: async () => call<GatewayToken>('GET', '/auth/jwt'),
+    account: {
+      requestPasswordReset: async (email, redirectTo) => call<AccountStatus>('POST', '/auth/request-password-reset', { email, redirectTo }),
+      resetPassword: async (token, newPassword) => call<AccountStatus>('POST', '/auth/reset-password', { token, newPassword }),
+      sendVerificationEmail: async (email, callbackURL) => call<AccountStatus>('POST', '/auth/send-verification-email', { email, callbackURL }),
+      changeEmail: async (newEmail, callbackURL) => call<AccountStatus>('POST', '/auth/change-email', { newEmail, callbackURL }),
+      changePassword: async (currentPassword, newPassword, options = {}) => call<unknown>('POST', '/auth/change-password', { currentPassword, newPassword, revokeOtherSessions: options.revokeOtherSessions === true }),
+      delete: async (password) => call<AccountStatus>('POST', '/auth/delete-user', { password })
+    }
   }
 }

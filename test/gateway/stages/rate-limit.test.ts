@@ -28,7 +28,7 @@ async function signedIn (stack: Stack): Promise<ReturnType<typeof cookieFetch>> 
 }
 
 t.test('the auth group: every path that checks a password or sends mail', async (t) => {
-  for (const path of ['/auth/sign-in/email', '/auth/sign-up/email', '/auth/change-password', '/auth/verify-password', '/auth/delete-user', '/auth/reset-password', '/auth/reset-password/abc',
+  for (const path of ['/auth/sign-in/email', '/auth/sign-up/email', '/auth/change-password', '/auth/change-email', '/auth/verify-password', '/auth/delete-user', '/auth/reset-password', '/auth/reset-password/abc',
     '/auth/request-password-reset', '/auth/forget-password', '/auth/send-verification-email']) {
     t.ok(isAuthGroup(path), path)
   }
