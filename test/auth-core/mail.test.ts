@@ -3,7 +3,10 @@ import { readdirSync, statSync } from 'node:fs'
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
 import type { FastifyBaseLogger } from 'fastify'
+import pg from 'pg'
 import { Mailer, resetPasswordMail } from '../../auth-core/mail.ts'
+import { buildAuthCore } from '../../auth-core/app.ts'
+import { loadConfig } from '../../shared/config.ts'
 import { tempDir } from '../helper.ts'
 import { startMailServer } from '../mail.ts'
 import { closedPortUrl } from '../upstream.ts'
@@ -60,4 +63,25 @@ t.test('the outbox: one .eml file per mail, readable by the owner only', async (
   t.equal(statSync(outbox).mode & 0o777, 0o700, 'the folder is 0700')
   t.match(lines(), /"event":"mail_written"/, 'each logged with its file')
   t.notMatch(lines(), /SECRET-RESET-TOKEN/, 'not with its link')
+})
+
+t.test('production without SMTP_URL: auth-core does not start', async (t) => {
+  const config = loadConfig({ NODE_ENV: 'production', DATA_DIR: tempDir(t), BETTER_AUTH_SECRET: 'b'.repeat(40), JWT_SECRET: 'j'.repeat(40), DATABASE_URL: 'postgres://127.0.0.1:1/never' }, 'auth-core')
+  t.equal(config.requireEmailVerification, true, 'production requires verification by default')
+  const pool = new pg.Pool({ connectionString: config.databaseUrl })
+  t.teardown(() => pool.end())
+  await t.rejects(buildAuthCore(config, { pool }), { name: 'ConfigError', variable: 'SMTP_URL' }, 'refused before serving: links would go nowhere')
+  t.throws(() => loadConfig({ SMTP_URL: 'http://mail.example.com', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'SMTP_URL' }, 'only smtp:// and smtps://')
+  const badUrl = ((): Error | undefined => {
+    try {
+      loadConfig({ SMTP_URL: 'smtp://user:hunter2@', DATA_DIR: tempDir(t) }, 'auth-core')
+    } catch (err) {
+      return err as Error
+    }
+  })()
+  t.match(badUrl, { name: 'ConfigError', variable: 'SMTP_URL' }, 'a URL without a host is refused')
+  t.notMatch(badUrl?.message ?? '', /hunter2/, 'and never echoed (it may hold a password)')
+  t.throws(() => loadConfig({ MAIL_FROM: 'nobody', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'MAIL_FROM' })
+  t.throws(() => loadConfig({ REQUIRE_EMAIL_VERIFICATION: 'maybe', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'REQUIRE_EMAIL_VERIFICATION' })
+  t.equal(loadConfig({ DATA_DIR: tempDir(t) }, 'auth-core').requireEmailVerification, false, 'development does not require it')
 })
