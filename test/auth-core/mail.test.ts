@@ -71,7 +71,7 @@ t.test('production without SMTP_URL: auth-core does not start', async (t) => {
   const pool = new pg.Pool({ connectionString: config.databaseUrl })
   t.teardown(() => pool.end())
   await t.rejects(buildAuthCore(config, { pool }), { name: 'ConfigError', variable: 'SMTP_URL' }, 'refused before serving: links would go nowhere')
-  t.throws(() => loadConfig({ SMTP_URL: 'http://mail.example.com', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'SMTP_URL' }, 'only smtp:// and smtps://')
+  t.throws(() => loadConfig({ SMTP_URL: 'http://mail.example.com', DATA_DIR: tempDir(t) }, 'auth-core'), { name: 'ConfigError', variable: 'SMTP_URL' }, 'only smtp:// and smtps://')
   const badUrl = ((): Error | undefined => {
     try {
       loadConfig({ SMTP_URL: 'smtp://user:hunter2@', DATA_DIR: tempDir(t) }, 'auth-core')
@@ -81,7 +81,7 @@ t.test('production without SMTP_URL: auth-core does not start', async (t) => {
   })()
   t.match(badUrl, { name: 'ConfigError', variable: 'SMTP_URL' }, 'a URL without a host is refused')
   t.notMatch(badUrl?.message ?? '', /hunter2/, 'and never echoed (it may hold a password)')
-  t.throws(() => loadConfig({ MAIL_FROM: 'nobody', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'MAIL_FROM' })
-  t.throws(() => loadConfig({ REQUIRE_EMAIL_VERIFICATION: 'maybe', DATA_DIR: tempDir(t) }, 'auth-core'), { variable: 'REQUIRE_EMAIL_VERIFICATION' })
+  t.throws(() => loadConfig({ MAIL_FROM: 'nobody', DATA_DIR: tempDir(t) }, 'auth-core'), { name: 'ConfigError', variable: 'MAIL_FROM' })
+  t.throws(() => loadConfig({ REQUIRE_EMAIL_VERIFICATION: 'maybe', DATA_DIR: tempDir(t) }, 'auth-core'), { name: 'ConfigError', variable: 'REQUIRE_EMAIL_VERIFICATION' })
   t.equal(loadConfig({ DATA_DIR: tempDir(t) }, 'auth-core').requireEmailVerification, false, 'development does not require it')
 })
