@@ -8,12 +8,15 @@ import { logPoolErrors } from '../shared/db.ts'
 import drainPlugin from '../shared/drain.ts'
 import { withDeadline } from '../shared/deadline.ts'
 import type { Pool } from '../shared/db.ts'
-import { clientErrorHandler, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, useErrorFormat } from '../shared/errors.ts'
+import { clientErrorHandler, DatabaseSchemaOutdatedError, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, isSchemaError, useErrorFormat } from '../shared/errors.ts'
+import { expectedSchema, SchemaWatch } from '../shared/schema-status.ts'
 import { createAuth } from './auth.ts'
 import { connectSessionStorage } from './session-storage.ts'
 import { Mailer } from './mail.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
+import healthRoutes from './routes/health.ts'
+import { loadForgetSchemaVerdict, SchemaRecovery } from './schema-recovery.ts'
 import { AUTH_CORE_ERRORS, containsNul, isJsonBody, NulCharacterError } from './errors.ts'
 import { KeyRing } from '../shared/signing-keys.ts'
 
@@ -86,9 +89,14 @@ function databaseProbe (pool: Pool): () => Promise<unknown> {
 /** The request better-auth is handling: the database failure it logged for it, if any. */
 interface Handling {
   databaseError: unknown
+  /** A query that failed for a missing table or column (the schema changed under a clean verdict). */
+  schemaError: unknown
 }
 
 const handling = new AsyncLocalStorage<Handling>()
+
+// Postgres' messages for SQLSTATE 42P01 and 42703.
+const MISSING_RELATION = /^(relation|column) \S.* does not exist$/
 
 /**
  * better-auth's log, watched: it answers a failed query with a bare 500 and hands the pg error only
@@ -101,18 +109,30 @@ function watchingDatabaseErrors (log: FastifyBaseLogger): FastifyBaseLogger {
     const current = handling.getStore()
     const err = (obj as { err?: unknown } | null)?.err
     if (current !== undefined && current.databaseError === undefined && isDatabaseUnavailable(err)) current.databaseError = err
+    else if (current !== undefined && current.schemaError === undefined) {
+      if (isSchemaError(err)) current.schemaError = err
+      // better-auth logs a missing relation or column by its message alone, without the error.
+      else if (typeof rest[0] === 'string' && MISSING_RELATION.test(rest[0])) current.schemaError = new Error(rest[0])
+    }
     Reflect.apply(log.error, log, [obj, ...rest])
   } as FastifyBaseLogger['error']
   return watched
 }
 
-async function sendWebResponse (reply: FastifyReply, response: Response, logged: Handling, databaseDown: () => Promise<unknown>): Promise<void> {
+async function sendWebResponse (reply: FastifyReply, response: Response, logged: Handling, databaseDown: () => Promise<unknown>, schema: SchemaWatch): Promise<void> {
   let text = await response.text()
   if (response.status >= 500) {
     // A 5xx for a database failure, or while Postgres does not answer, is an outage the caller
     // should retry: never an internal error.
     const down = logged.databaseError ?? await databaseDown()
     if (down !== null) throw new DatabaseUnavailableError({ cause: down })
+    // A table or column gone from under better-auth (its verdict is only ever checked once): a
+    // schema that is not complete now is for the migrations to fix, not a bug. One that cannot be
+    // checked leaves the failure as it is.
+    if (logged.schemaError !== undefined) {
+      const report = await schema.check().catch(() => null)
+      if (report !== null && report.state !== 'ok') throw new DatabaseSchemaOutdatedError({ cause: logged.schemaError })
+    }
     // The error handler answers it as internal_error: never an empty body. better-auth logged the cause.
     if (!isJsonBody(text, response.headers.get('content-type'))) throw new Error(`better-auth answered ${response.status} without a JSON body`)
   }
@@ -136,7 +156,6 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     frameworkErrors: frameworkErrorHandler(),
     clientErrorHandler: clientErrorHandler()
   })
-  useErrorFormat(app, AUTH_CORE_ERRORS)
   await app.register(drainPlugin)
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
@@ -149,8 +168,13 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   app.decorate('mailer', mailer)
   const auth = createAuth(config, options.pool, { log: watchingDatabaseErrors(app.log), storage, mailer })
   app.decorate('auth', auth)
+  // better-auth keys its cached schema verdict by its `database` option: the pool.
+  const forgetSchemaVerdict = await loadForgetSchemaVerdict()
+  const schema: SchemaWatch = new SchemaWatch(options.pool, expectedSchema(auth.options), { onComplete: (report) => { recovery.complete(report) } })
+  const recovery = new SchemaRecovery(schema, () => { forgetSchemaVerdict(options.pool) })
+  useErrorFormat(app, AUTH_CORE_ERRORS, { schema })
 
-  app.get('/health', async () => ({ status: 'ok' }))
+  await app.register(healthRoutes, { pool: options.pool, schema })
   // EdDSA client tokens are verified against the gateway's published client keys.
   let keyRing: KeyRing | null = null
   if (config.jwtAlg === 'EdDSA') {
@@ -159,7 +183,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     app.addHook('onClose', async () => { ring.stop() })
     keyRing = ring
   }
-  await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret, keyRing })
+  await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret, keyRing, recovery })
 
   await app.register(async function betterAuthRoutes (scope) {
     scope.removeAllContentTypeParsers()
@@ -175,13 +199,17 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
         const body = BODYLESS.has(request.method) || !Buffer.isBuffer(request.body) ? undefined : new Uint8Array(request.body)
         // Postgres refuses NUL in text deep inside better-auth; refused here with a reason instead.
         if (body !== undefined && containsNul(body, request.headers['content-type'])) throw new NulCharacterError()
-        const logged: Handling = { databaseError: undefined }
-        const response = await handling.run(logged, async () => auth.handler(new Request(url, {
-          method: request.method,
-          headers: toWebHeaders(request),
-          body
-        })))
-        return sendWebResponse(reply, response, logged, databaseDown)
+        // The Request is made per attempt (its body is read once): a schema verdict forgotten after a migration retries the call.
+        const { response, logged } = await recovery.run(async () => {
+          const attempt: Handling = { databaseError: undefined, schemaError: undefined }
+          const answer = await handling.run(attempt, async () => auth.handler(new Request(url, {
+            method: request.method,
+            headers: toWebHeaders(request),
+            body
+          })))
+          return { response: answer, logged: attempt }
+        })
+        return sendWebResponse(reply, response, logged, databaseDown, schema)
       }
     })
   })

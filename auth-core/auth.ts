@@ -3,7 +3,10 @@ import type { BetterAuthOptions } from 'better-auth'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuthCoreConfig, UserField } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
+import { admin, twoFactor } from 'better-auth/plugins'
 import { tokenRevocation } from './plugins/token-revocation/index.ts'
+import { adminPolicy } from './plugins/admin-policy/index.ts'
+import { totpReplay } from './plugins/totp-replay/index.ts'
 import type { RedisSessionStorage } from './session-storage.ts'
 import { existingAccountMail, resetPasswordMail, verificationMail } from './mail.ts'
 import type { Mailer } from './mail.ts'
@@ -140,7 +143,15 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
     // The gateway owns rate limiting (per normalised route group, shared across replicas).
     rateLimit: { enabled: false },
     telemetry: { enabled: false },
-    plugins: [tokenRevocation({ pool })],
+    plugins: [
+      // Roles (`user` by default, `admin`), bans, user administration under `/auth/admin/*`.
+      admin({ defaultRole: 'user', adminRoles: ['admin'] }),
+      // TOTP with backup codes; the gateway's sign-in budget covers `/auth/two-factor/*`.
+      twoFactor({ issuer: APP_NAME }),
+      totpReplay(),
+      adminPolicy({ pool, require2fa: config.adminRequire2fa, impersonation: config.adminImpersonation }),
+      tokenRevocation({ pool })
+    ],
     logger: toPino(log)
   } satisfies BetterAuthOptions
 }

@@ -1,5 +1,5 @@
 import { ConfigError } from '../shared/config.ts'
-import { createPool } from '../shared/db.ts'
+import { createPool, poolOptions } from '../shared/db.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { run } from '../shared/run.ts'
 import { buildAuthCore } from './app.ts'
@@ -7,7 +7,7 @@ import { buildAuthCore } from './app.ts'
 // `npm run start:auth-core`: the internal auth core alone, on 127.0.0.1:AUTH_CORE_PORT.
 await run('auth-core', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start auth-core alone (npm start runs the embedded database)')
-  const pool = createPool(config.databaseUrl)
+  const pool = createPool(config.databaseUrl, poolOptions(config))
   const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel) })
   app.addHook('onClose', async () => { await pool.end() })
   await app.listen({ host: config.authCoreHost, port: config.authCorePort })

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { GatewayConfig } from '../shared/config.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, frameworkErrorHandler, useErrorFormat } from '../shared/errors.ts'
+import { expectedSchema, SchemaWatch } from '../shared/schema-status.ts'
 import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
 import { writeOrigins } from './guards/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
@@ -13,6 +14,7 @@ import drainPlugin from '../shared/drain.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
 import { registerPipeline } from './pipeline.ts'
+import type { UpstreamLimits } from './proxy/upstream-client.ts'
 import authProxy from './routes/auth-proxy.ts'
 import ragRoutes from './routes/rag.ts'
 import appUpstreamRoutes from './routes/app-upstream.ts'
@@ -22,12 +24,27 @@ import sessionEvents from './plugins/session-events.ts'
 import tokenRoutes from './routes/tokens.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
 import userProfileRoutes from './routes/user-profile.ts'
+import adminAuditRoutes from './routes/admin-audit.ts'
+import sessionsRoutes from './routes/sessions.ts'
 
 export interface GatewayOptions {
   pool: Pool
   logger?: FastifyServerOptions['logger']
-  /** Timeout of RAG and app upstream calls, in milliseconds. @default 30000 */
+  /** The deadline of RAG and app upstream calls, in milliseconds, over `UPSTREAM_TIMEOUT`. @default 30000 */
   upstreamTimeoutMs?: number
+}
+
+/** How often Node looks for requests past `REQUEST_TIMEOUT`/`HEADERS_TIMEOUT` (its default, 30 s, would let them run that much over). */
+function connectionsCheckingInterval (config: Readonly<GatewayConfig>): number {
+  return Math.max(10, Math.min(1000, Math.floor(config.headersTimeout / 4)))
+}
+
+function upstreamLimits (config: Readonly<GatewayConfig>, options: GatewayOptions): Readonly<UpstreamLimits> {
+  return Object.freeze({
+    timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout,
+    idleTimeoutMs: config.upstreamIdleTimeout,
+    maxBufferedBytes: config.upstreamMaxBufferedBytes
+  })
 }
 
 /** The gateway, built but not listening (`server.ts` listens; tests inject or listen on port 0). */
@@ -37,16 +54,26 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
     // Fastify trusts no hop for a bare number, so a hop count is given as proxy-addr's (address, hop) test.
     trustProxy: typeof config.trustProxy === 'number' ? ((hops: number) => (_address: string, hop: number) => hop < hops)(config.trustProxy) : config.trustProxy === false ? false : [...config.trustProxy],
     bodyLimit: 16 * 1024,
+    // A client's request must arrive in time (slow headers, a body that never comes: 408, then closed).
+    requestTimeout: config.requestTimeout,
+    http: { requestTimeout: config.requestTimeout, headersTimeout: config.headersTimeout, connectionsCheckingInterval: connectionsCheckingInterval(config) },
     rewriteUrl,
     // Answered before routing (so before the CORS and hygiene hooks): the headers are added here.
     frameworkErrors: frameworkErrorHandler(earlyErrorHeaders(securityHeaders(config.publicUrl), config.allowedOrigins)),
     clientErrorHandler: clientErrorHandler(securityHeaders(config.publicUrl))
   })
-  useErrorFormat(app, GATEWAY_ERRORS)
+  // The gateway's migrations; better-auth's tables are auth-core's to check (its `/ready`).
+  const schema = new SchemaWatch(options.pool, expectedSchema())
+  useErrorFormat(app, GATEWAY_ERRORS, { schema })
+  app.server.maxConnections = config.maxConnections
+  // A bodyless request that still says `Content-Type: application/json` (what many fetch wrappers send, e.g. on DELETE) has no body, rather than a 400.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => { if (body.length === 0) done(null, undefined); else parseJson(request, body.toString(), done) })
 
   await app.register(drainPlugin)
-  await app.register(pgPlugin, { pool: options.pool })
-  await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs })
+  await app.register(pgPlugin, { pool: options.pool, schema })
+  await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
   await registerPipeline(app, config, DEFAULT_RULES)
 
@@ -57,7 +84,10 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(tokenRoutes)
   await app.register(validateSessionRoutes)
   await app.register(userProfileRoutes, { publicUrl: config.publicUrl })
-  await app.register(ragRoutes, { tokens: config.upstreamTokens.rag, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl })
-  await app.register(appUpstreamRoutes, { tokens: config.upstreamTokens.app, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl) })
+  await app.register(adminAuditRoutes, { require2fa: config.adminRequire2fa })
+  await app.register(sessionsRoutes, { publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
+  const limits = upstreamLimits(config, options)
+  await app.register(ragRoutes, { tokens: config.upstreamTokens.rag, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, limits })
+  await app.register(appUpstreamRoutes, { tokens: config.upstreamTokens.app, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), limits })
   return app
 }

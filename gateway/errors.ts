@@ -16,6 +16,8 @@ export const RagUpstreamNotConfiguredError = createError('RAG_UPSTREAM_NOT_CONFI
 export const UnauthorizedError = createError('UNAUTHORIZED', 'Sign in to use this endpoint', 401)
 export const InvalidTokenError = createError('INVALID_TOKEN', 'The bearer token is invalid or expired', 401)
 export const ForbiddenError = createError('FORBIDDEN', 'You do not have access to this endpoint', 403)
+export const SessionCookieRequiredError = createError('SESSION_COOKIE_REQUIRED', 'Sessions are managed with the session cookie, not a bearer token', 400)
+export const TwoFactorRequiredError = createError('TWO_FACTOR_REQUIRED', 'Turn on two-factor sign-in to use the admin routes (ADMIN_REQUIRE_2FA)', 403)
 export const CsrfRejectedError = createError('CSRF_REJECTED', 'Cross-site request refused: the request must come from an allowed origin', 403)
 export const BadPathError = createError('BAD_PATH', 'The request path is not allowed: %s', 400)
 export const DuplicateHostError = createError('BAD_REQUEST', 'The request carries more than one Host header', 400)
@@ -23,7 +25,6 @@ export const ConsentRequiredError = createError('CONSENT_REQUIRED', 'Consent mus
 export const RateLimitedError = createError('RATE_LIMITED', 'Too many requests, retry in %s seconds', 429)
 export const BadRedirectError = createError('BAD_REDIRECT', 'The redirect target is not allowed: it must be on PUBLIC_URL or an ALLOWED_ORIGINS origin', 400)
 export const InvalidJsonError = createError('INVALID_JSON', 'The request body is not valid JSON', 400)
-export const NotReadyError = createError('NOT_READY', 'Not ready: %s', 503)
 export { DatabaseUnavailableError, InternalError }
 
 const CONNECT_FAILURES = new Set([
@@ -41,7 +42,9 @@ const TIMEOUTS = new Set([
   'UND_ERR_BODY_TIMEOUT',
   'FST_REPLY_FROM_TIMEOUT',
   'FST_REPLY_FROM_GATEWAY_TIMEOUT',
-  'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT'
+  'FST_REPLY_FROM_HTTP_REQUEST_TIMEOUT',
+  // The RAG and app upstreams' one deadline per call (gateway/proxy/upstream-call.ts).
+  'UPSTREAM_DEADLINE'
 ])
 
 function codeOf (err: unknown): string | undefined {
@@ -73,6 +76,8 @@ export const GATEWAY_ERRORS = errorRegistry('gateway', [
   { type: UnauthorizedError, meaning: 'the route needs a session or a bearer token', action: 'sign in' },
   { type: InvalidTokenError, meaning: 'the bearer token is invalid, expired or revoked', action: 'get a new token from `/auth/jwt`' },
   { type: ForbiddenError, meaning: 'the caller lacks the role the route needs, or no rule allows the route', action: '—' },
+  { type: SessionCookieRequiredError, meaning: '`/api/v1/sessions` called with a bearer token, which names no session', action: 'call it from the browser, with the session cookie' },
+  { type: TwoFactorRequiredError, meaning: 'an admin route, called by an admin who has not turned two-factor sign-in on, with `ADMIN_REQUIRE_2FA`', action: 'enrol TOTP (`/auth/two-factor/enable`), sign in with it' },
   { type: CsrfRejectedError, meaning: 'a cookie-authenticated change from a foreign origin', action: 'call from an allowed origin' },
   { type: RateLimitedError, meaning: 'the caller\'s budget for the route is spent', action: 'wait `Retry-After` seconds' },
   { type: HeaderTooLargeError, meaning: 'a `Cookie` or `Authorization` header over the gateway\'s limit', action: 'clear cookies or send a shorter token' },
@@ -80,7 +85,6 @@ export const GATEWAY_ERRORS = errorRegistry('gateway', [
   { type: AuthCoreUnavailableError, meaning: 'auth-core does not answer', action: 'check auth-core; public RAG routes keep working anonymously' },
   { type: UpstreamUnavailableError, meaning: 'the RAG or app upstream refuses connections', action: 'check the upstream' },
   { type: RagUpstreamNotConfiguredError, meaning: '`RAG_UPSTREAM_URL` is unset', action: 'set it' },
-  { type: NotReadyError, meaning: '`GET /ready`: Postgres or auth-core is down (named, with `checks`)', action: 'check the one named; the log says why' },
   { type: UpstreamTimeoutError, meaning: 'an upstream did not answer in time', action: 'check the upstream' }
 ])
 

@@ -3,6 +3,10 @@
  * through these, never by importing a route module.
  */
 export const AUTH_PREFIX = '/auth'
+/** better-auth's admin plugin: a route of its own, for a rule of its own. */
+export const AUTH_ADMIN_PREFIX = '/auth/admin'
+export const ADMIN_AUDIT_ROUTE = '/api/v1/admin/audit'
+export const SESSIONS_ROUTE = '/api/v1/sessions'
 /** Where auth-core serves better-auth. */
 export const AUTH_CORE_PREFIX = '/api/auth'
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const

@@ -1,4 +1,4 @@
-import { createPool, logPoolErrors } from '../shared/db.ts'
+import { createPool, logPoolErrors, poolOptions } from '../shared/db.ts'
 import { ConfigError } from '../shared/config.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { buildGateway } from './app.ts'
@@ -7,7 +7,7 @@ import { run } from '../shared/run.ts'
 // `npm run start:gateway`: the gateway alone, against a real Postgres and a running auth-core.
 await run('gateway', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
-  const pool = createPool(config.databaseUrl)
+  const pool = createPool(config.databaseUrl, poolOptions(config))
   const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })
   // Alone, the gateway owns its pool (in `npm start` auth-core's logger reports the shared one).
   logPoolErrors(pool, app.log)

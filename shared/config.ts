@@ -20,6 +20,10 @@ export interface CommonConfig {
   production: boolean
   /** Unset: an embedded Postgres (PGlite) is started in `dataDir`. */
   databaseUrl: string | undefined
+  /** Postgres `statement_timeout` of every pool, in milliseconds: no query runs longer. @default 5 seconds */
+  databaseStatementTimeout: number
+  /** Postgres `idle_in_transaction_session_timeout` of every pool, in milliseconds. @default 30 seconds */
+  databaseIdleInTransactionTimeout: number
   /** @default './.data' */
   dataDir: string
   /** HS256 key of client tokens; both services verify them (auth-core's validate-session too). */
@@ -38,6 +42,8 @@ export interface CommonConfig {
    * auth-core's sessions and verification values (Better-Auth `secondaryStorage`). Unset: per process.
    */
   redisUrl: string | undefined
+  /** Admin routes refused to an admin without two-factor sign-in. @default true */
+  adminRequire2fa: boolean
 }
 
 /** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
@@ -71,6 +77,18 @@ export interface GatewayConfig extends CommonConfig {
   trustProxy: TrustProxy
   /** Milliseconds. @default 5 seconds */
   sessionCacheTtl: number
+  /** `UPSTREAM_TIMEOUT`, ms: one deadline per RAG or app call (queueing, connect, headers, buffered body). @default 30 seconds */
+  upstreamTimeout: number
+  /** `UPSTREAM_IDLE_TIMEOUT`, ms: the longest silence inside a streamed upstream answer. @default 30 seconds */
+  upstreamIdleTimeout: number
+  /** `UPSTREAM_MAX_BUFFERED_BYTES`: longer upstream answers are streamed. @default 1 MiB */
+  upstreamMaxBufferedBytes: number
+  /** `REQUEST_TIMEOUT`, ms: a client's whole request (headers and body) must arrive within it, else 408. @default 10 seconds */
+  requestTimeout: number
+  /** `HEADERS_TIMEOUT`, ms: a client's request headers must arrive within it, else 408; at most `requestTimeout`. @default 5 seconds */
+  headersTimeout: number
+  /** `MAX_CONNECTIONS`: client connections open at once; further ones are refused. @default 10000 */
+  maxConnections: number
   /** How each upstream's identity tokens are signed and whom they name. */
   upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
 }
@@ -97,6 +115,8 @@ export interface AuthCoreConfig extends CommonConfig {
   mailFrom: string
   /** Sign-in is refused until the address is verified. @default true in production, false otherwise */
   requireEmailVerification: boolean
+  /** better-auth's impersonation (`/auth/admin/impersonate-user`); logged when used. @default false */
+  adminImpersonation: boolean
 }
 
 /** Both services in one process (`npm start`, the tests, the CLIs). */
@@ -257,6 +277,15 @@ function duration (env: Env, name: string, fallback: string): number {
   return ms
 }
 
+// Postgres takes its timeouts in milliseconds as a 32-bit integer.
+const MAX_DATABASE_TIMEOUT_MS = 2_147_483_647
+
+function databaseTimeout (env: Env, name: string, fallback: string): number {
+  const ms = duration(env, name, fallback)
+  if (ms > MAX_DATABASE_TIMEOUT_MS) throw new ConfigError(name, 'must be at most 24 days (Postgres takes milliseconds as a 32-bit integer)', present(env, name))
+  return ms
+}
+
 function origins (env: Env, name: string, fallback: string): string[] {
   const raw = present(env, name) ?? fallback
   return raw.split(',').map((part) => part.trim()).filter((part) => part !== '').map((origin) => {
@@ -376,6 +405,8 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
   return {
     production,
     databaseUrl: postgresUrl(env, 'DATABASE_URL'),
+    databaseStatementTimeout: databaseTimeout(env, 'DATABASE_STATEMENT_TIMEOUT', '5 seconds'),
+    databaseIdleInTransactionTimeout: databaseTimeout(env, 'DATABASE_IDLE_IN_TRANSACTION_TIMEOUT', '30 seconds'),
     dataDir,
     jwtSecret: secret(env, 'JWT_SECRET', production, () => dev().jwtSecret),
     jwtAlg,
@@ -383,8 +414,26 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
     userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
     logLevel: logLevel as LogLevel,
-    redisUrl
+    redisUrl,
+    adminRequire2fa: flag(env, 'ADMIN_REQUIRE_2FA', true)
   }
+}
+
+// Node's timers take at most 2^31 - 1 ms; a longer one would fire at once.
+const MAX_TIMER_MS = 2_147_483_647
+
+function timerDuration (env: Env, name: string, fallback: string): number {
+  const ms = duration(env, name, fallback)
+  if (ms > MAX_TIMER_MS) throw new ConfigError(name, 'must be at most 24 days', present(env, name))
+  return ms
+}
+
+/** Node refuses a headers timeout longer than the request timeout: say so naming the variable. */
+function clientTimeouts (env: Env): { requestTimeout: number, headersTimeout: number } {
+  const requestTimeout = timerDuration(env, 'REQUEST_TIMEOUT', '10 seconds')
+  const headersTimeout = timerDuration(env, 'HEADERS_TIMEOUT', requestTimeout < 5000 ? `${requestTimeout} ms` : '5 seconds')
+  if (headersTimeout > requestTimeout) throw new ConfigError('HEADERS_TIMEOUT', `must be at most REQUEST_TIMEOUT (${requestTimeout} ms)`, present(env, 'HEADERS_TIMEOUT'))
+  return { requestTimeout, headersTimeout }
 }
 
 function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
@@ -407,6 +456,11 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
     consentVersion,
     trustProxy: trustProxy(env, 'TRUST_PROXY'),
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),
+    upstreamTimeout: timerDuration(env, 'UPSTREAM_TIMEOUT', '30 seconds'),
+    upstreamIdleTimeout: timerDuration(env, 'UPSTREAM_IDLE_TIMEOUT', '30 seconds'),
+    upstreamMaxBufferedBytes: integer(env, 'UPSTREAM_MAX_BUFFERED_BYTES', 1024 * 1024, 0, 1024 * 1024 * 1024),
+    ...clientTimeouts(env),
+    maxConnections: integer(env, 'MAX_CONNECTIONS', 10_000, 1, 1_000_000),
     upstreamTokens: Object.freeze(upstreamTokens(env, common.jwtSecret))
   }
 }
@@ -453,7 +507,8 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
     cookieSameSite: sameSite,
     smtpUrl: smtpUrl(env),
     mailFrom: mailFrom(env),
-    requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production)
+    requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production),
+    adminImpersonation: flag(env, 'ADMIN_IMPERSONATION', false)
   }
 }
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { PGlite as PGliteDb } from '@electric-sql/pglite'
+import type { CommonConfig } from './config.ts'
 
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
@@ -13,11 +14,33 @@ export interface PoolLog {
   warn: (obj: object, msg: string) => void
 }
 
+/** `DATABASE_STATEMENT_TIMEOUT`: below the gateway's 10 s deadline on auth-core, so a stuck query answers 503 from auth-core first. */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 5_000
+/** `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT` */
+export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+
 export interface PoolOptions {
   /** @default 10 */
   max?: number
   /** Milliseconds to wait for a connection before failing a query. @default 5000 */
   connectionTimeoutMillis?: number
+  /**
+   * Postgres `statement_timeout` of every connection, in milliseconds: a longer query is cancelled
+   * (SQLSTATE 57014, answered as `database_unavailable`). `0` leaves the server's own (migrations:
+   * they may wait on another replica's lock). @default DEFAULT_STATEMENT_TIMEOUT_MS
+   */
+  statementTimeoutMillis?: number
+  /**
+   * Postgres `idle_in_transaction_session_timeout`, in milliseconds: a connection left idle inside a
+   * transaction is closed by the server, releasing its locks. `0` leaves the server's own.
+   * @default DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
+   */
+  idleInTransactionTimeoutMillis?: number
+}
+
+/** A service's pool settings from its configuration (`DATABASE_STATEMENT_TIMEOUT`, `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`). */
+export function poolOptions (config: Pick<CommonConfig, 'databaseStatementTimeout' | 'databaseIdleInTransactionTimeout'>, options: PoolOptions = {}): PoolOptions {
+  return { statementTimeoutMillis: config.databaseStatementTimeout, idleInTransactionTimeoutMillis: config.databaseIdleInTransactionTimeout, ...options }
 }
 
 const poolLogs = new WeakMap<Pool, PoolLog>()
@@ -45,14 +68,19 @@ function describeConnectionError (err: Error): Record<string, unknown> {
 /**
  * One pg pool; the same code path serves a real Postgres and the embedded one. A connection lost
  * (Postgres stopped, restarted or killed) fails the queries on it and is logged; it never reaches
- * the process as an uncaught `error` event.
+ * the process as an uncaught `error` event. Every connection carries a `statement_timeout` and an
+ * `idle_in_transaction_session_timeout` (startup parameters: no extra round trip; the embedded
+ * database ignores them).
  */
 export function createPool (connectionString: string, options: PoolOptions = {}): Pool {
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 10,
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
-    idleTimeoutMillis: 30_000
+    idleTimeoutMillis: 30_000,
+    // pg sends neither when 0: the server's own setting applies.
+    statement_timeout: options.statementTimeoutMillis ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+    idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMillis ?? DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS
   })
   // pg-pool listens to a client only while it is idle: a checked-out one (a transaction, Kysely's
   // connection for better-auth) whose server goes away would emit `error` to no one.

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 
 /** While draining, connections that finish their answer are closed this often. */
@@ -7,15 +8,35 @@ const IDLE_SWEEP_MS = 100
 /**
  * Graceful close that really ends: once closing starts, every answer says `Connection: close` and
  * connections that go idle (their in-flight answer sent) are closed, so keep-alive clients (browsers,
- * load balancers) neither hold the process open nor send further requests to a closing server.
- * Fastify itself closes only the connections idle at the moment close begins.
+ * load balancers) neither hold the process open nor send further requests to a closing server, and
+ * connections that never carried a request are closed too. Fastify itself closes only the
+ * connections idle at the moment close begins.
  */
 async function drain (app: FastifyInstance): Promise<void> {
   let closing = false
   let sweeper: NodeJS.Timeout | undefined
+  // Connections that never sent a byte (a browser's spare, preconnected one) are not idle to Node,
+  // and server.close() stops the headers timeout that would close them: they are closed here once
+  // a sweep found them still unused.
+  const connections = new Set<Socket>()
+  let unused = new Set<Socket>()
+  app.server.on('connection', (socket: Socket) => {
+    connections.add(socket)
+    socket.once('close', () => { connections.delete(socket) })
+  })
+  const sweep = (): void => {
+    app.server.closeIdleConnections()
+    const stillUnused = new Set<Socket>()
+    for (const socket of connections) {
+      if (socket.bytesRead > 0) continue
+      if (unused.has(socket)) socket.destroy()
+      else stillUnused.add(socket)
+    }
+    unused = stillUnused
+  }
   app.addHook('preClose', function startDraining (done) {
     closing = true
-    sweeper = setInterval(() => { app.server.closeIdleConnections() }, IDLE_SWEEP_MS)
+    sweeper = setInterval(sweep, IDLE_SWEEP_MS)
     sweeper.unref()
     done()
   })

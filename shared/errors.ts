@@ -42,6 +42,8 @@ export interface ErrorRegistry {
 /** Both services answer these; every registry has them. */
 export const InternalError = createError('INTERNAL_ERROR', 'The server could not complete the request', 500)
 export const DatabaseUnavailableError = createError('DATABASE_UNAVAILABLE', 'The database is unavailable, try again shortly', 503)
+export const DatabaseSchemaOutdatedError = createError('DATABASE_SCHEMA_OUTDATED', 'The database schema is missing or out of date, try again once the migrations have run', 503)
+export const NotReadyError = createError('NOT_READY', 'Not ready: %s', 503)
 
 const SHARED_ERRORS: readonly ErrorDescription[] = [
   {
@@ -51,8 +53,18 @@ const SHARED_ERRORS: readonly ErrorDescription[] = [
   },
   {
     type: DatabaseUnavailableError,
-    meaning: 'Postgres refuses or drops connections (down, restarting, or out of reach)',
+    meaning: 'Postgres refuses or drops connections (down, restarting, or out of reach), or a query ran past `DATABASE_STATEMENT_TIMEOUT`',
     action: 'retry shortly; check Postgres'
+  },
+  {
+    type: DatabaseSchemaOutdatedError,
+    meaning: 'the database lacks tables, columns or migrations this version needs (never migrated, or `npm run migrate` not run since an upgrade); answered until the migrations have run, no restart needed',
+    action: 'run `npm run migrate`; retry'
+  },
+  {
+    type: NotReadyError,
+    meaning: '`GET /ready`: Postgres or auth-core does not answer, or the database schema is missing or outdated (named, with `checks`)',
+    action: 'check the one named; the log says why'
   }
 ]
 
@@ -128,8 +140,9 @@ function codeOf (err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
-// SQLSTATE class 08 (connection exception) and the shutdown / starting-up states of class 57.
-const PG_UNAVAILABLE = /^(08[0-9A-Z]{3}|57P0[123])$/
+// SQLSTATE class 08 (connection exception), the shutdown / starting-up states of class 57, a
+// statement cancelled (57014: `statement_timeout`) and a session ended for idling in a transaction (25P03).
+const PG_UNAVAILABLE = /^(08[0-9A-Z]{3}|57P0[123]|57014|25P03)$/
 // EPIPE: a query written to a connection the server already closed (a killed postmaster).
 const SOCKET_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
 // pg and pg-pool report a lost or timed-out connection as plain errors, by message only.
@@ -147,6 +160,39 @@ export function isDatabaseUnavailable (err: unknown): boolean {
   return false
 }
 
+// A table, column or schema the query names does not exist (42P01, 42703, 3F000).
+const PG_SCHEMA_MISSING = new Set(['42P01', '42703', '3F000'])
+
+/** better-auth's verdict that the database lacks what it writes (`SchemaMismatchError`, thrown before any query). */
+export function isSchemaMismatch (err: unknown): boolean {
+  return err instanceof Error && codeOf(err) === 'SCHEMA_MISMATCH' && Array.isArray((err as { findings?: unknown }).findings)
+}
+
+/** Whether an error (or its cause) says the database lacks a table or column the code uses. */
+export function isSchemaError (err: unknown): boolean {
+  const seen = new Set<unknown>()
+  for (let current = err; current !== null && typeof current === 'object' && !seen.has(current); current = (current as { cause?: unknown }).cause) {
+    seen.add(current)
+    if (isSchemaMismatch(current)) return true
+    const code = codeOf(current)
+    if (code !== undefined && PG_SCHEMA_MISSING.has(code)) return true
+  }
+  return false
+}
+
+/** What the error handler asks when a query failed for a missing table or column (a `SchemaWatch`). */
+export interface SchemaChecker {
+  check: () => Promise<{ state: string }>
+}
+
+export interface ErrorFormatOptions {
+  /**
+   * Asked after a query failed for a missing table or column: unless the schema is complete, the
+   * answer is 503 `database_schema_outdated`, not an internal error.
+   */
+  schema?: SchemaChecker
+}
+
 function statusOf (err: { statusCode?: unknown }): number | undefined {
   const status = err.statusCode
   return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 600 ? status : undefined
@@ -156,24 +202,18 @@ function sendError (reply: FastifyReply, status: number, body: ErrorBody): Fasti
   return reply.code(status).type('application/json; charset=utf-8').send(body)
 }
 
-/** The error handler of a service: only `registry`'s errors have their own message sent on a 5xx. */
-export function errorHandler (registry: ErrorRegistry): (this: FastifyInstance, err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void {
-  // `errorRegistry` adds both to every registry.
+/**
+ * The error handler of a service: only `registry`'s errors have their own message sent on a 5xx. With
+ * `options.schema`, a query that failed for a missing table or column is answered once the schema has
+ * been checked (asynchronously, from a short cache): 503 `database_schema_outdated` unless it is complete.
+ */
+export function errorHandler (registry: ErrorRegistry, options: ErrorFormatOptions = {}): (this: FastifyInstance, err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void | Promise<void> {
+  // `errorRegistry` adds these to every registry.
   const internal = registry.get('INTERNAL_ERROR') as ErrorEntry
   const database = registry.get('DATABASE_UNAVAILABLE') as ErrorEntry
-  return function handleError (err, request, reply) {
-    // A thrown non-error (a string, null) still answers, as an internal error.
-    const error: Partial<FastifyError> = err !== null && typeof err === 'object' ? err : {}
-    const headers = (error as { headers?: Record<string, string> }).headers
-    if (headers !== undefined && typeof headers === 'object') reply.headers(headers)
-    const owned = registry.owner(err)
-    const status = statusOf(error) ?? owned?.status ?? 500
-    if (owned !== undefined) {
-      if (status >= 500) request.log.error({ err }, 'request failed')
-      else request.log.info({ err: { code: owned.code, message: error.message } }, 'request rejected')
-      sendError(reply, status, { error: owned.code.toLowerCase(), message: error.message ?? owned.message })
-      return
-    }
+  const outdated = registry.get('DATABASE_SCHEMA_OUTDATED') as ErrorEntry
+  const schema = options.schema
+  function answerUnowned (err: FastifyError, error: Partial<FastifyError>, status: number, request: FastifyRequest, reply: FastifyReply): void {
     const unavailable = isDatabaseUnavailable(err)
     if (status >= 500 || unavailable) {
       request.log.error({ err }, 'request failed')
@@ -188,6 +228,29 @@ export function errorHandler (registry: ErrorRegistry): (this: FastifyInstance, 
     const code = FRAMEWORK_BY_SOURCE.get(error.code ?? '')?.code ?? registry.get(error.code)?.code.toLowerCase() ?? STATUS_4XX[status] ?? 'bad_request'
     sendError(reply, status, { error: code, message: error.message !== undefined && error.message !== '' ? error.message : STATUS_CODES[status] ?? 'Bad Request' })
   }
+  return function handleError (err, request, reply) {
+    // A thrown non-error (a string, null) still answers, as an internal error.
+    const error: Partial<FastifyError> = err !== null && typeof err === 'object' ? err : {}
+    const headers = (error as { headers?: Record<string, string> }).headers
+    if (headers !== undefined && typeof headers === 'object') reply.headers(headers)
+    const owned = registry.owner(err)
+    const status = statusOf(error) ?? owned?.status ?? 500
+    if (owned !== undefined) {
+      if (status >= 500) request.log.error({ err }, 'request failed')
+      else request.log.info({ err: { code: owned.code, message: error.message } }, 'request rejected')
+      sendError(reply, status, { error: owned.code.toLowerCase(), message: error.message ?? owned.message })
+      return
+    }
+    if (schema !== undefined && status >= 500 && isSchemaError(err) && !isDatabaseUnavailable(err)) {
+      // A schema that cannot be checked leaves the failure as it is: an internal error.
+      return schema.check().then((report) => report.state !== 'ok', () => false).then((incomplete) => {
+        if (!incomplete) return answerUnowned(err, error, status, request, reply)
+        request.log.error({ err }, 'request failed')
+        sendError(reply, outdated.status, { error: 'database_schema_outdated', message: outdated.message })
+      })
+    }
+    answerUnowned(err, error, status, request, reply)
+  }
 }
 
 export function notFoundHandler (request: FastifyRequest, reply: FastifyReply): void {
@@ -195,8 +258,8 @@ export function notFoundHandler (request: FastifyRequest, reply: FastifyReply): 
 }
 
 /** Installs the project's error format on a Fastify instance, for the errors of `registry`'s service. */
-export function useErrorFormat (app: FastifyInstance, registry: ErrorRegistry): void {
-  app.setErrorHandler(errorHandler(registry))
+export function useErrorFormat (app: FastifyInstance, registry: ErrorRegistry, options: ErrorFormatOptions = {}): void {
+  app.setErrorHandler(errorHandler(registry, options))
   app.setNotFoundHandler(notFoundHandler)
 }
 

@@ -68,6 +68,18 @@ export const GATEWAY_MIGRATIONS: Migrations = {
   '0005-consent-log-erasure': sqlMigration(`
     ALTER TABLE consent_log DROP CONSTRAINT consent_log_action_check;
     ALTER TABLE consent_log ADD CONSTRAINT consent_log_action_check CHECK (action IN ('grant', 'withdraw', 'erased'));
+  `),
+  // Every admin action; rows outlive the users they name (no foreign keys).
+  '0006-admin-audit': sqlMigration(`
+    CREATE TABLE admin_audit (
+      id bigserial PRIMARY KEY,
+      at timestamptz NOT NULL DEFAULT now(),
+      actor_id text NOT NULL,
+      action text NOT NULL,
+      target_user_id text,
+      ip text,
+      details jsonb NOT NULL DEFAULT '{}'
+    );
   `)
 }
 

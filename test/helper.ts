@@ -1,7 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pg from 'pg'
 import { createLocalJWKSet, jwtVerify } from 'jose'
 import type { JSONWebKeySet, JWTVerifyResult } from 'jose'
@@ -13,11 +10,11 @@ import { startEmbeddedPostgres } from '../shared/db.ts'
 import { startStack } from '../gateway/cli/stack.ts'
 import { buildGateway } from '../gateway/app.ts'
 import type { Stack } from '../gateway/cli/stack.ts'
+import { tempDir } from './temp-dir.ts'
+import type { Teardown } from './temp-dir.ts'
 
-/** The subset of tap's `t` the helpers need. */
-export interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
+export { tempDir }
+export type { Teardown }
 
 /** The machine's Postgres when the run names one, else the embedded database. */
 export const SERVER_DATABASE_URL: string | undefined = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL
@@ -25,12 +22,6 @@ export const SERVER_DATABASE_URL: string | undefined = process.env.TEST_DATABASE
 export const TEST_ORIGIN = 'http://localhost:3000'
 export const SECRET = 'test-secret-of-at-least-thirty-two-characters'
 export const JWT_TEST_SECRET = 'jwt-test-secret-of-at-least-thirty-two-chars'
-
-export function tempDir (t: Teardown, prefix = 'auth-gateway-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  return dir
-}
 
 /**
  * A database of its own for one test: a uniquely named database on the machine's Postgres (dropped

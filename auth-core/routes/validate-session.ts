@@ -3,6 +3,7 @@ import type { Pool } from '../../shared/db.ts'
 import { DatabaseUnavailableError, isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, ClientTokenVerifier, userOfToken } from '../../shared/jwt.ts'
 import type { KeyRing } from '../../shared/signing-keys.ts'
+import type { SchemaRecovery } from '../schema-recovery.ts'
 import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
 
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
@@ -13,6 +14,8 @@ export interface ValidateSessionOptions {
   jwtSecret: string
   /** The published keys, when client tokens are EdDSA (`JWT_ALG=EdDSA`). */
   keyRing: KeyRing | null
+  /** better-auth's schema verdict, looked at again after a migration. */
+  recovery: SchemaRecovery
 }
 
 export interface ValidateSessionResponse {
@@ -57,7 +60,7 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
     }
     const headers = new Headers()
     if (request.headers.cookie !== undefined) headers.set('cookie', request.headers.cookie)
-    const session = await app.auth.api.getSession({ headers })
+    const session = await options.recovery.run(async () => app.auth.api.getSession({ headers }))
     if (session === null) return { user: null }
     return { user: { ...session.user }, session: { ...session.session } }
   })

@@ -22,6 +22,8 @@ export const DEFAULT_RULES = [
   { methods: ['*'], path: '/auth', access: 'public' },
   { methods: ['*'], path: '/auth/*', access: 'public' },
   { methods: ['GET'], path: '/auth/jwt', access: 'session' },
+  { methods: ['*'], path: '/auth/admin', access: 'role:admin' },
+  { methods: ['*'], path: '/auth/admin/*', access: 'role:admin' },
   { methods: ['GET'], path: '/auth/jwks', access: 'public' },
   { methods: ['PATCH'], path: '/auth/user/profile', access: 'public' },
   { methods: ['GET'], path: '/api/validate-session', access: 'public' },
@@ -29,5 +31,8 @@ export const DEFAULT_RULES = [
   { methods: ['POST'], path: '/api/v1/select', access: 'public' },
   { methods: ['GET', 'POST', 'DELETE'], path: '/api/v1/profile', access: 'session' },
   { methods: ['GET'], path: '/api/v1/profile/export', access: 'session' },
+  { methods: ['GET'], path: '/api/v1/admin/audit', access: 'role:admin' },
+  { methods: ['GET'], path: '/api/v1/sessions', access: 'session' },
+  { methods: ['DELETE'], path: '/api/v1/sessions/:id', access: 'session' },
   { methods: ['*'], path: '/api/*', access: 'session' }
 ] as const satisfies readonly AccessRule[]

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util'
 import { ConfigError, parseDuration } from '../../shared/config.ts'
-import { createPool, startEmbeddedPostgres } from '../../shared/db.ts'
+import { createPool, poolOptions, startEmbeddedPostgres } from '../../shared/db.ts'
 import { run } from '../../shared/run.ts'
 import { DEFAULT_IDENTITY_KEY_OVERLAP_MS, readSigningKeys, rotateSigningKeys } from '../../shared/signing-keys.ts'
 
@@ -18,7 +18,7 @@ await run(async (config) => {
   const overlap = values.overlap === undefined ? DEFAULT_IDENTITY_KEY_OVERLAP_MS : parseDuration(values.overlap)
   if (overlap === undefined || overlap <= 0) throw new ConfigError('--overlap', 'must be a positive duration such as "1 hour"', values.overlap)
   const embedded = config.databaseUrl === undefined ? await startEmbeddedPostgres({ dataDir: config.dataDir }) : undefined
-  const pool = createPool(config.databaseUrl ?? (embedded as NonNullable<typeof embedded>).url)
+  const pool = createPool(config.databaseUrl ?? (embedded as NonNullable<typeof embedded>).url, poolOptions(config))
   try {
     if (command === 'rotate') {
       const report = await rotateSigningKeys(pool, config.jwtSecret, overlap)

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { buildAuthCore } from '../../auth-core/app.ts'
 import { createAuthOptions } from '../../auth-core/auth.ts'
 import type { Config } from '../../shared/config.ts'
-import { createPool, startEmbeddedPostgres } from '../../shared/db.ts'
+import { createPool, poolOptions, startEmbeddedPostgres } from '../../shared/db.ts'
 import type { EmbeddedPostgres, Pool } from '../../shared/db.ts'
 import { migrate } from '../../shared/migrate.ts'
 import { buildGateway } from '../app.ts'
@@ -50,9 +50,15 @@ export async function startStack (config: Readonly<Config>, options: StackOption
       opened.push(stop)
       databaseUrl = embedded.url
     }
-    const pool = createPool(databaseUrl)
+    // Migrations on a pool of their own, without a statement timeout (they may wait for another replica's lock).
+    const migrations = createPool(databaseUrl, poolOptions(config, { statementTimeoutMillis: 0 }))
+    try {
+      await migrate(migrations, createAuthOptions(config, migrations))
+    } finally {
+      await migrations.end()
+    }
+    const pool = createPool(databaseUrl, poolOptions(config))
     opened.push(async () => { await pool.end() })
-    await migrate(pool, createAuthOptions(config, pool))
 
     const authCore = await buildAuthCore(config, { pool, logger: options.logger })
     opened.push(async () => { await authCore.close() })

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { JwtAlg, UserField } from '../../shared/config.ts'
-import { isDatabaseUnavailable } from '../../shared/errors.ts'
+import { DatabaseSchemaOutdatedError, isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, CLOCK_TOLERANCE_SECONDS } from '../../shared/jwt.ts'
 import type { ClientTokenVerifier, TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
 import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
@@ -39,7 +39,7 @@ export interface Identity {
 export type Resolution =
   | { identity: Identity, error: null }
   | { identity: null, error: null }
-  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof InvalidTokenError> }
+  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof DatabaseSchemaOutdatedError> | InstanceType<typeof InvalidTokenError> }
 
 /**
  * Adds claims to the identity token sent upstream (e.g. consented profile fields). Answers
@@ -105,8 +105,10 @@ export function sessionCookies (cookieHeader: string | undefined): string | null
   return pairs.length === 0 ? null : pairs.join('; ')
 }
 
+/** The claims tokens carry besides the standard ones: the user's role(s) (better-auth's admin plugin) and `AUTH_USER_FIELDS`. */
 function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
   const claims: TokenClaims = {}
+  if (typeof user.role === 'string' && user.role !== '') claims.role = user.role
   for (const field of fields) {
     const value = user[field.name]
     if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') claims[field.name] = value
@@ -265,7 +267,10 @@ export class IdentityResolver {
         // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing,
         // or auth-core answering that its database is down.
         if (response.statusCode >= 500) {
-          if (errorCodeOf(await response.body.text()) === 'database_unavailable') throw new DatabaseUnavailableError()
+          const code = errorCodeOf(await response.body.text())
+          if (code === 'database_unavailable') throw new DatabaseUnavailableError()
+          // auth-core's tables are not migrated (yet): an operator's problem, said as such.
+          if (code === 'database_schema_outdated') throw new DatabaseSchemaOutdatedError()
           throw new Error(`get-session answered ${response.statusCode}`)
         }
         await response.body.dump()
@@ -274,8 +279,8 @@ export class IdentityResolver {
         session = await response.body.json() as typeof session
       }
     } catch (err) {
-      if (err instanceof DatabaseUnavailableError) {
-        request.log.warn({ err }, 'auth core cannot reach the database for a session look-up')
+      if (err instanceof DatabaseUnavailableError || err instanceof DatabaseSchemaOutdatedError) {
+        request.log.warn({ err }, 'auth core cannot read the database for a session look-up')
         return { identity: null, error: err }
       }
       request.log.warn({ err }, 'auth core unreachable for a session look-up')

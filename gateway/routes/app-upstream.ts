@@ -5,6 +5,8 @@ import { CsrfRejectedError } from '../errors.ts'
 import { isSameSiteWrite } from '../guards/csrf.ts'
 import { IdentityTokens, pseudonymousSubjects } from '../identity/identity-tokens.ts'
 import { bufferBodies, forward } from '../proxy/forward.ts'
+import { DEFAULT_UPSTREAM_LIMITS, UpstreamClient } from '../proxy/upstream-client.ts'
+import type { UpstreamLimits } from '../proxy/upstream-client.ts'
 import { APP_ROUTE } from '../route-paths.ts'
 
 const APP_BODY_LIMIT = 1024 * 1024
@@ -20,6 +22,8 @@ export interface AppUpstreamRoutesOptions {
   publicUrl: string
   /** Origins cookie-authenticated writes may come from (ALLOWED_ORIGINS + PUBLIC_URL). */
   writeOrigins: ReadonlySet<string>
+  /** Deadline, idle timeout and buffering cap of the calls (`UPSTREAM_TIMEOUT`, …). */
+  limits?: Readonly<UpstreamLimits>
 }
 
 /**
@@ -29,6 +33,7 @@ export interface AppUpstreamRoutesOptions {
 export default async function appUpstreamRoutes (app: FastifyInstance, options: AppUpstreamRoutesOptions): Promise<void> {
   const pool = app.upstreamPools.app
   if (pool === undefined) return
+  const upstream = new UpstreamClient(pool, options.limits ?? DEFAULT_UPSTREAM_LIMITS)
   const tokens = new IdentityTokens(app, NAME, options.tokens, pseudonymousSubjects(options.jwtSecret))
   const origin = publicFacts(options.publicUrl)
   bufferBodies(app, '*', false)
@@ -41,6 +46,6 @@ export default async function appUpstreamRoutes (app: FastifyInstance, options: 
       if (SAFE_METHODS.has(request.method) || request.identity === null) return
       if (!isSameSiteWrite(request, request.identity, options.writeOrigins)) throw new CsrfRejectedError()
     },
-    handler: async (request, reply) => forward(tokens, pool, NAME, origin, request, reply)
+    handler: async (request, reply) => forward(tokens, upstream, NAME, origin, request, reply)
   })
 }

@@ -8,7 +8,7 @@ import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
 import { clientAddress, publicFacts } from '../client-address.ts'
 import type { AddressedRequest } from '../client-address.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
-import { AUTH_CORE_PREFIX, AUTH_PREFIX } from '../route-paths.ts'
+import { AUTH_ADMIN_PREFIX, AUTH_CORE_PREFIX, AUTH_PREFIX } from '../route-paths.ts'
 
 // What the proxy itself set for the hop to auth-core (reply-from writes them before the rewrite).
 const PROXY_SET = ['host', 'content-length'] as const
@@ -85,6 +85,13 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
 
+  // `/auth/admin/*` is a route of its own, so the access policy can give it a rule of its own (`role:admin`).
+  for (const [prefix, rewritePrefix] of [[AUTH_PREFIX, AUTH_CORE_PREFIX], [AUTH_ADMIN_PREFIX, `${AUTH_CORE_PREFIX}/admin`]] as const) {
+    await registerProxy(app, options, allowedOrigins, prefix, rewritePrefix)
+  }
+}
+
+async function registerProxy (app: FastifyInstance, options: AuthProxyOptions, allowedOrigins: ReadonlySet<string>, prefix: string, rewritePrefix: string): Promise<void> {
   await app.register(httpProxy, {
     upstream: options.authCoreUrl,
     proxyPayloads: false,
@@ -101,8 +108,8 @@ export default async function authProxy (app: FastifyInstance, options: AuthProx
       const body = !BODYLESS.has(request.method) && Buffer.isBuffer(request.body) ? { body: request.body, contentType: request.headers['content-type'] ?? 'application/octet-stream' } : {}
       return reply.from(dest, { ...handlerOptions, ...body })
     },
-    prefix: AUTH_PREFIX,
-    rewritePrefix: AUTH_CORE_PREFIX,
+    prefix,
+    rewritePrefix,
     httpMethods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
     // The one pool to auth-core (reply-from does not close a pool it was given).
     undici: app.authCore,

@@ -1,41 +1,64 @@
 import type { FastifyInstance } from 'fastify'
-import { NotReadyError } from '../errors.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
-import { withDeadline } from '../../shared/deadline.ts'
+import { isSchemaCheckState, logSchemaCheck, probe, probeSchema, sendNotReady, worseSchemaState } from '../../shared/readiness.ts'
+import type { CheckResult, SchemaCheckState } from '../../shared/readiness.ts'
 
-type CheckResult = { ok: true } | { ok: false, err: unknown }
-
-async function check (name: string, run: () => Promise<void>): Promise<CheckResult> {
-  try {
-    await withDeadline(run(), AUTH_LOOKUP_TIMEOUT_MS, name)
-    return { ok: true }
-  } catch (err) {
-    return { ok: false, err }
-  }
+interface AuthCoreReadiness {
+  postgres: 'ok' | 'down'
+  schema: SchemaCheckState
 }
 
 /**
- * `GET /health` (liveness) and `GET /ready` (Postgres and auth-core answer). `/ready` is public: it
- * says `ok` or `down` per dependency, and why one is down goes to the log only.
+ * auth-core's `GET /ready`: 200, or 503 with its own checks (it is up; what it lacks is reported as
+ * such). Anything else, or no answer, is auth-core down.
+ */
+async function askAuthCore (app: FastifyInstance): Promise<AuthCoreReadiness> {
+  const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/ready', headersTimeout: AUTH_LOOKUP_TIMEOUT_MS, bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS })
+  const text = await body.text()
+  if (statusCode === 200) return { postgres: 'ok', schema: 'ok' }
+  let checks: { postgres?: unknown, schema?: unknown } | undefined
+  try {
+    checks = (JSON.parse(text) as { checks?: typeof checks }).checks
+  } catch {}
+  const postgres = checks?.postgres
+  if (statusCode === 503 && (postgres === 'ok' || postgres === 'down') && isSchemaCheckState(checks?.schema)) return { postgres, schema: checks.schema }
+  throw new Error(`auth-core /ready answered ${statusCode}`)
+}
+
+/**
+ * `GET /health` (liveness) and `GET /ready`: Postgres answers, the schema is complete (the gateway's
+ * migrations here; better-auth's tables as auth-core reports them) and auth-core is ready. `/ready`
+ * is public: it says `ok`/`down` per dependency and the schema's state, and why goes to the log only.
+ * The schema is inspected at most once per `DEFAULT_SCHEMA_CHECK_TTL_MS`, so a migration run by
+ * another process is seen at the next probe, without a restart.
  */
 export default async function healthRoutes (app: FastifyInstance): Promise<void> {
   app.get('/health', async () => ({ status: 'ok' }))
 
   app.get('/ready', async (request, reply) => {
-    const [postgres, authCore] = await Promise.all([
-      check('postgres', async () => { await app.pg.query('SELECT 1') }),
-      check('auth-core', async () => {
-        const { statusCode, body } = await app.authCore.request({ method: 'GET', path: '/health', headersTimeout: AUTH_LOOKUP_TIMEOUT_MS, bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS })
-        await body.dump()
-        if (statusCode !== 200) throw new Error(`auth-core /health answered ${statusCode}`)
-      })
+    const [postgres, schema, authCore] = await Promise.all([
+      probe('postgres', async () => { await app.pg.query('SELECT 1') }, AUTH_LOOKUP_TIMEOUT_MS),
+      probeSchema(app.schema, AUTH_LOOKUP_TIMEOUT_MS),
+      probe('auth-core', async () => askAuthCore(app), AUTH_LOOKUP_TIMEOUT_MS)
     ])
-    const checks = { postgres: postgres.ok ? 'ok' : 'down', authCore: authCore.ok ? 'ok' : 'down' }
-    const failed = Object.entries({ postgres, authCore }).flatMap(([name, result]) => result.ok ? [] : [{ name, err: result.err }])
-    if (failed.length === 0) return { status: 'ready', checks }
+    // auth-core's own view of the schema (better-auth's tables and the migrations), when it answers.
+    const reported: SchemaCheckState = authCore.ok ? authCore.value.schema : 'ok'
+    // Without Postgres the schema is not vouched for, even from the short cache.
+    const schemaState = postgres.ok ? worseSchemaState(schema.state, reported) : 'unknown'
+    // An auth-core whose Postgres is down is up, and the gateway's own check names Postgres; unless
+    // the gateway's Postgres answers, when auth-core is the one that cannot serve.
+    const authCoreCheck: CheckResult = authCore.ok && authCore.value.postgres === 'down' && postgres.ok
+      ? { ok: false, err: new Error('auth-core /ready: its Postgres does not answer') }
+      : authCore
+    const checks = { postgres: postgres.ok ? 'ok' : 'down', schema: schemaState, authCore: authCoreCheck.ok ? 'ok' : 'down' }
+    const failed = Object.entries({ postgres, authCore: authCoreCheck }).flatMap(([name, result]) => result.ok ? [] : [{ name, err: result.err }])
+    if (failed.length === 0 && schemaState === 'ok') return { status: 'ready', checks }
     for (const { name, err } of failed) request.log.warn({ dependency: name, err }, 'readiness check failed')
-    const down = failed.map(({ name }) => name)
-    const error = new NotReadyError(`${down.join(' and ')} ${down.length > 1 ? 'are' : 'is'} not answering`)
-    return reply.code(error.statusCode).send({ error: 'not_ready', message: error.message, status: 'not_ready', checks })
+    // With Postgres down, its own line says why the schema is unknown.
+    if (postgres.ok) {
+      logSchemaCheck(request, schema)
+      if (reported !== 'ok') request.log.warn({ dependency: 'schema', state: reported, reportedBy: 'auth-core' }, 'readiness check failed')
+    }
+    return sendNotReady(reply, failed.map(({ name }) => name), schemaState, checks)
   })
 }

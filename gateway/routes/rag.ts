@@ -4,6 +4,8 @@ import { publicFacts } from '../client-address.ts'
 import { RagUpstreamNotConfiguredError } from '../errors.ts'
 import { IdentityTokens, pseudonymousSubjects } from '../identity/identity-tokens.ts'
 import { bufferBodies, forward } from '../proxy/forward.ts'
+import { DEFAULT_UPSTREAM_LIMITS, UpstreamClient } from '../proxy/upstream-client.ts'
+import type { UpstreamLimits } from '../proxy/upstream-client.ts'
 import { RAG_ROUTES } from '../route-paths.ts'
 
 export interface RagRoutesOptions {
@@ -13,6 +15,8 @@ export interface RagRoutesOptions {
   jwtSecret: string
   /** `PUBLIC_URL`: its host and protocol are the `X-Forwarded-Host`/`-Proto` upstreams receive. */
   publicUrl: string
+  /** Deadline, idle timeout and buffering cap of the calls (`UPSTREAM_TIMEOUT`, …). */
+  limits?: Readonly<UpstreamLimits>
 }
 
 const NAME: UpstreamName = 'rag'
@@ -22,11 +26,12 @@ export default async function ragRoutes (app: FastifyInstance, options: RagRoute
   const tokens = new IdentityTokens(app, NAME, options.tokens, pseudonymousSubjects(options.jwtSecret))
   const origin = publicFacts(options.publicUrl)
   const pool = app.upstreamPools.rag
+  const upstream = pool === undefined ? undefined : new UpstreamClient(pool, options.limits ?? DEFAULT_UPSTREAM_LIMITS)
   bufferBodies(app, 'application/json', true)
   for (const url of RAG_ROUTES) {
     app.post(url, { config: { identity: 'optional' } }, async (request, reply) => {
-      if (pool === undefined) throw new RagUpstreamNotConfiguredError()
-      return forward(tokens, pool, NAME, origin, request, reply)
+      if (upstream === undefined) throw new RagUpstreamNotConfiguredError()
+      return forward(tokens, upstream, NAME, origin, request, reply)
     })
   }
 }

@@ -1,12 +1,21 @@
-import autocannon from 'autocannon'
-import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { haproxyInstalled } from '../haproxy.ts'
+import { nodeScript, startChild, stats, stop } from './children.ts'
+import type { Child } from './children.ts'
 import { HASHING_ENV, HASHING_NICE } from './hashing.ts'
-import { freePort } from '../ports.ts'
+import { startNginx } from './nginx.ts'
+import { CONNECTIONS, load, median, Rotation } from './load.ts'
+import type { Figures, Load, Run } from './load.ts'
+import { bundleService } from './bundle.ts'
+import { checkSession, clientToken, clientTokens, forgedCookies, seedReaders, shuffled, unseedReaders } from './population.ts'
+import { HAPROXY_SOURCE, startReplicas } from './replicas.ts'
+import type { Replicas } from './replicas.ts'
+import type { SeededReader } from './service-messages.ts'
+import { soak, soakTable } from './soak.ts'
 
 /*
  * `npm run bench` (DESIGN §8): a trivial upstream, Postgres, auth-core and the gateway (production
@@ -14,12 +23,14 @@ import { freePort } from '../ports.ts'
  * drives them from this one. Numbers are for people: nothing here passes or fails.
  */
 
-const NGINX = '/usr/sbin/nginx'
-const CONNECTIONS = 50
-const BODY = JSON.stringify({ question: 'How does a humanoid robot estimate its joint positions?', k: 4 })
 const PASSWORD = 'benchmark password 1'
 const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
-const HERE = new URL('.', import.meta.url).pathname
+const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
+type Scenario = typeof SCENARIOS[number]
+const DEFAULT_READERS = 5000
+// The soak's population besides its readers' cookies (issue 13).
+const SOAK_CLIENT_TOKENS = 9000
+const SOAK_FORGED_COOKIES = 6000
 
 const { values: args } = parseArgs({
   options: {
@@ -27,137 +38,51 @@ const { values: args } = parseArgs({
     json: { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
     only: { type: 'string' },
-    duration: { type: 'string' }
+    duration: { type: 'string' },
+    users: { type: 'string' },
+    redis: { type: 'string' },
+    soak: { type: 'string' },
+    'gateway-flags': { type: 'string' },
+    'gateway-env': { type: 'string' },
+    bundle: { type: 'boolean', default: false }
   }
 })
+
+function positiveInteger (option: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new Error(`--${option} must be a whole number of at least 1, not ${raw}`)
+  return Number(raw)
+}
+
 const ROUNDS = args.quick ? 1 : 3
 const DURATION = args.duration !== undefined ? Number(args.duration) : args.quick ? 3 : 10
-
-interface Child {
-  url: string
-  process: ChildProcess
+const READERS = positiveInteger('users', args.users, DEFAULT_READERS)
+const SOAK_SECONDS = args.soak === undefined ? null : positiveInteger('soak', args.soak, 0)
+if (args.redis !== undefined && !/^rediss?:\/\//.test(args.redis)) throw new Error(`--redis must be a redis:// URL, not ${args.redis}`)
+const ONLY = args.only?.split(',') ?? null
+const unknown = ONLY?.filter((name) => !(SCENARIOS as readonly string[]).includes(name)) ?? []
+if (unknown.length > 0) throw new Error(`--only: no scenario ${unknown.join(', ')} (there are ${SCENARIOS.join(', ')})`)
+const selected = (name: Scenario): boolean => SOAK_SECONDS === null && (ONLY === null || ONLY.includes(name))
+const GATEWAY_FLAGS = args['gateway-flags']?.split(/\s+/).filter((flag) => flag !== '') ?? []
+const GATEWAY_ENV: Record<string, string> = {}
+for (const pair of args['gateway-env']?.split(',').filter((p) => p !== '') ?? []) {
+  const at = pair.indexOf('=')
+  if (at < 1) throw new Error(`--gateway-env takes NAME=value pairs separated by commas, not ${pair}`)
+  GATEWAY_ENV[pair.slice(0, at)] = pair.slice(at + 1)
 }
 
-/** Node running one of the bench's scripts; `nice` runs it below the others' CPU priority (see hashing.ts). */
-function nodeScript (script: string, argv: string[], env: Record<string, string>, options: { execArgv?: string[], nice?: number, ipc?: boolean } = {}): ChildProcess {
-  const args = [...(options.execArgv ?? []), '--import=tsx', join(HERE, script), ...argv]
-  return spawn(options.nice === undefined ? process.execPath : 'nice', options.nice === undefined ? args : ['-n', String(options.nice), process.execPath, ...args], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: options.ipc === true ? ['ignore', 'pipe', 'inherit', 'ipc'] : ['ignore', 'pipe', 'inherit']
-  })
-}
-
-/** A bench service: answers `stats` messages and prints its URL once listening. */
-async function startChild (script: string, argv: string[], env: Record<string, string>, execArgv: string[] = [], nice?: number): Promise<Child> {
-  const child = nodeScript(script, argv, env, { execArgv, nice, ipc: true })
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffered = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString()
-      const line = buffered.split('\n').find((l) => l.startsWith('{"url"'))
-      if (line !== undefined) resolve((JSON.parse(line) as { url: string }).url)
-    })
-    child.once('exit', (code) => { reject(new Error(`${script} ${argv.join(' ')} exited with ${code}`)) })
-  })
-  return { url, process: child }
-}
-
-function stop (child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null) return Promise.resolve()
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL') }, 5000)
-    child.once('exit', () => { clearTimeout(timer); resolve() })
-    child.kill('SIGTERM')
-  })
-}
-
-
-async function startNginx (upstreamUrl: string): Promise<{ url: string, process: ChildProcess, dir: string } | undefined> {
-  if (!existsSync(NGINX)) return undefined
-  const dir = mkdtempSync(join(tmpdir(), 'auth-gateway-nginx-'))
-  const port = await freePort()
-  const upstream = new URL(upstreamUrl)
-  writeFileSync(join(dir, 'nginx.conf'), `
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  upstream bench { server ${upstream.host}; keepalive 128; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://bench;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-`)
-  const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 50; i++) {
-    try {
-      await fetch(`${url}/`)
-      return { url, process: child, dir }
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
-  }
-  await stop(child)
-  return undefined
-}
-
-interface Figures {
-  rps: number
-  p50: number
-  p99: number
-  errors: number
-}
-
-interface Load {
-  url: string
-  method?: 'GET' | 'POST'
-  headers?: Record<string, string>
-  body?: string
-  connections?: number
-  overallRate?: number
-}
-
-async function load (spec: Load, duration = DURATION): Promise<Figures & { requests: number }> {
-  const result = await autocannon({
-    url: spec.url,
-    method: spec.method ?? 'POST',
-    headers: { 'content-type': 'application/json', ...spec.headers },
-    body: spec.body ?? (spec.method === 'GET' ? undefined : BODY),
-    connections: spec.connections ?? CONNECTIONS,
-    overallRate: spec.overallRate,
-    duration
-  })
-  return {
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    errors: result.errors + result.timeouts + result.non2xx,
-    requests: result.requests.total
-  }
-}
+const run = (spec: Load, duration = DURATION): Promise<Run> => load(spec, duration)
+const log = (line: string): void => { process.stderr.write(`${line}\n`) }
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 
 /** The raw password-verify rate at the same concurrency, in auth-core's environment: what sign-in cannot beat. */
-async function verifyBound (duration = DURATION): Promise<Figures & { requests: number }> {
+async function verifyBound (duration = DURATION): Promise<Run> {
   const child = nodeScript('verify.ts', [PASSWORD, String(duration), String(CONNECTIONS)], HASHING_ENV, { nice: HASHING_NICE })
   let output = ''
   child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
   if (code !== 0) throw new Error(`verify.ts exited with ${code}`)
-  return JSON.parse(output) as Figures & { requests: number }
+  return JSON.parse(output) as Run
 }
 
 /**
@@ -166,32 +91,24 @@ async function verifyBound (duration = DURATION): Promise<Figures & { requests: 
  */
 async function settle (services: ChildProcess[]): Promise<void> {
   const deadline = Date.now() + 15_000
-  let before = await Promise.all(services.map(stats))
+  let before = await Promise.all(services.map((service) => stats(service)))
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 250))
-    const after = await Promise.all(services.map(stats))
+    const after = await Promise.all(services.map((service) => stats(service)))
     const busiest = Math.max(...after.map((s, i) => s.cpu.user + s.cpu.system - before[i].cpu.user - before[i].cpu.system))
     if (busiest < 25_000) return // under 10 % of a core over the last 250 ms
     before = after
   }
 }
 
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
-
-async function stats (child: ChildProcess): Promise<{ cpu: NodeJS.CpuUsage, rss: number }> {
-  return new Promise((resolve) => {
-    child.once('message', (message) => { resolve(message as { cpu: NodeJS.CpuUsage, rss: number }) })
-    child.send('stats')
-  })
-}
-
 async function main (): Promise<void> {
   const children: Array<ChildProcess | undefined> = []
   let nginxDir: string | undefined
+  let replicas: Replicas | undefined
+  let authCore: Child | undefined
+  let readers: SeededReader[] = []
+  // Every reader the run made: removed at the end.
+  const seeded: SeededReader[] = []
   // The services' DATA_DIR: removed with everything else the run started.
   const dataDir = mkdtempSync(join(tmpdir(), 'auth-gateway-bench-'))
   try {
@@ -205,9 +122,6 @@ async function main (): Promise<void> {
     }
     const common = {
       NODE_ENV: 'production',
-      // Production needs a mail server; nothing listens here, and no scenario waits for mail.
-      SMTP_URL: 'smtp://127.0.0.1:9',
-      REQUIRE_EMAIL_VERIFICATION: 'false',
       DATABASE_URL: databaseUrl,
       BETTER_AUTH_SECRET: SECRET,
       JWT_SECRET: SECRET,
@@ -217,13 +131,64 @@ async function main (): Promise<void> {
       AUTH_RATE_LIMIT_MAX: '1000000000',
       RATE_LIMIT_MAX: '1000000000',
       RAG_RATE_LIMIT_ANON: '1000000000',
-      RAG_RATE_LIMIT_USER: '1000000000'
+      RAG_RATE_LIMIT_USER: '1000000000',
+      // Required in production; nothing listens there, and no scenario needs a mail delivered.
+      SMTP_URL: 'smtp://127.0.0.1:2525',
+      ...(args.redis === undefined ? {} : { REDIS_URL: args.redis })
     }
     const profiling = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${process.cwd()}`] : []
-    const authCore = await startChild('service.ts', ['auth-core'], { ...common, ...HASHING_ENV, AUTH_CORE_PORT: '0' }, profiling, HASHING_NICE)
+    authCore = await startChild('service.ts', ['auth-core'], { ...common, ...HASHING_ENV, AUTH_CORE_PORT: '0' }, { execArgv: profiling, nice: HASHING_NICE })
     children.push(authCore.process)
-    const gateway = await startChild('service.ts', ['gateway'], { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url }, profiling)
+    const gatewayEnv = { ...common, PORT: '0', AUTH_CORE_URL: authCore.url, RAG_UPSTREAM_URL: upstream.url, ...GATEWAY_ENV }
+    // The soak asks for the live heap after a full collection.
+    const gatewayArgv = [...profiling, ...GATEWAY_FLAGS, ...(SOAK_SECONDS === null ? [] : ['--expose-gc'])]
+    const gatewayOptions = { execArgv: gatewayArgv, bundle: args.bundle ? await bundleService() : undefined }
+    const gateway = await startChild('service.ts', ['gateway'], gatewayEnv, gatewayOptions)
     children.push(gateway.process)
+    const services = [gateway.process, authCore.process]
+    const query = `${gateway.url}/api/v1/query`
+
+    // Readers for authed-many and the soak: real sessions, made inside auth-core.
+    if (selected('authed-many') || SOAK_SECONDS !== null) {
+      log(`seeding ${READERS} readers (user, credential account, session each) through auth-core's better-auth`)
+      const many = await seedReaders(authCore.process, 'many', READERS, PASSWORD)
+      readers = many.readers
+      seeded.push(...readers)
+      log(`  ${READERS} readers in ${seconds(many.ms)} (${Math.round(READERS / (many.ms / 1000))} per second)`)
+      await checkSession(gateway.url, readers[readers.length - 1])
+    }
+
+    if (SOAK_SECONDS !== null) {
+      const started = Date.now()
+      const tokens = await clientTokens(gateway.url, readers, SOAK_CLIENT_TOKENS)
+      log(`  ${tokens.length} distinct client tokens from /auth/jwt in ${seconds(Date.now() - started)}`)
+      const cookieName = readers[0].cookie.slice(0, readers[0].cookie.indexOf('='))
+      const rotation = new Rotation(shuffled([
+        ...readers.map((reader) => ({ cookie: reader.cookie })),
+        ...tokens.map((token) => ({ authorization: `Bearer ${token}` })),
+        ...forgedCookies(cookieName, SOAK_FORGED_COOKIES).map((cookie) => ({ cookie }))
+      ]))
+      log('warm-up')
+      await run({ url: query }, 3)
+      await settle(services)
+      log(`soak: ${SOAK_SECONDS} s over ${rotation.size} credentials (${readers.length} session cookies, ${tokens.length} client tokens, ${SOAK_FORGED_COOKIES} forged cookies)`)
+      const samples = await soak(gateway.process, query, rotation, SOAK_SECONDS, log)
+      const out = [
+        `auth-gateway soak: ${SOAK_SECONDS} s, ${CONNECTIONS} connections, the gateway's memory in MB (caches: sessions/unknown cookies/revocations/verified tokens)`,
+        `gateway: ${[...Object.entries(GATEWAY_ENV).map(([k, v]) => `${k}=${v}`), 'node', ...GATEWAY_FLAGS, args.bundle ? 'bundle.mjs (--bundle)' : '--import=tsx service.ts'].join(' ')}`,
+        '',
+        ...soakTable(samples)
+      ]
+      const errors = samples.reduce((sum, s) => sum + s.errors, 0)
+      if (errors > 0) out.push('', `WARNING: ${errors} requests failed or answered non-2xx.`)
+      process.stdout.write(`${out.join('\n')}\n`)
+      if (args.json !== undefined) {
+        const report = { mode: 'soak', seconds: SOAK_SECONDS, connections: CONNECTIONS, readers: readers.length, clientTokens: tokens.length, forgedCookies: SOAK_FORGED_COOKIES, redis: args.redis !== undefined, gatewayFlags: GATEWAY_FLAGS, gatewayEnv: GATEWAY_ENV, bundle: args.bundle, samples }
+        writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`)
+      }
+      return
+    }
+
     const nodeProxy = await startChild('reference-proxy.ts', ['node', upstream.url], {})
     children.push(nodeProxy.process)
     const fastifyProxy = await startChild('reference-proxy.ts', ['fastify', upstream.url], {})
@@ -231,71 +196,88 @@ async function main (): Promise<void> {
     const nginx = await startNginx(upstream.url)
     children.push(nginx?.process)
     nginxDir = nginx?.dir
+    // Two more gateways behind HAProxy, trusting its address; the first one measures the proxy alone.
+    if ((selected('haproxy-1') || selected('haproxy-2')) && haproxyInstalled()) {
+      const pair: Child[] = []
+      for (let i = 0; i < 2; i++) {
+        pair.push(await startChild('service.ts', ['gateway'], { ...gatewayEnv, TRUST_PROXY: HAPROXY_SOURCE }, gatewayOptions))
+        children.push(pair[i].process)
+      }
+      replicas = await startReplicas([pair[0], pair[1]])
+      services.push(...pair.map((replica) => replica.process))
+    }
 
-    // A reader with a session cookie and a bearer token.
-    const email = `bench-${Date.now()}@example.com`
-    const signUp = await fetch(`${gateway.url}/auth/sign-up/email`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', origin: 'http://localhost:3000' },
-      body: JSON.stringify({ email, password: PASSWORD, name: 'Bench Reader' })
-    })
-    if (signUp.status !== 200) throw new Error(`sign-up answered ${signUp.status}: ${await signUp.text()}`)
-    const cookie = signUp.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ')
-    const jwt = await fetch(`${gateway.url}/auth/jwt`, { headers: { cookie } })
-    const bearer = jwt.status === 200 ? ((await jwt.json()) as { token: string }).token : undefined
-    const signInBody = JSON.stringify({ email, password: PASSWORD })
-    const query = `${gateway.url}/api/v1/query`
+    // A reader with a session cookie and a bearer token, who signs in with its password too.
+    const reader = await seedReaders(authCore.process, 'reader', 1, PASSWORD)
+    seeded.push(...reader.readers)
+    const cookie = reader.readers[0].cookie
+    const bearer = await clientToken(gateway.url, cookie)
+    const signInBody = JSON.stringify({ email: `${reader.emailPrefix}0@example.com`, password: PASSWORD })
+    const proxies = replicas
+    const manySessions = readers.length === 0 ? undefined : new Rotation(readers.map((reader) => ({ cookie: reader.cookie })))
 
-    const scenarios: Record<string, (() => Promise<Figures & { requests: number }>) | undefined> = {
-      direct: () => load({ url: `${upstream.url}/api/v1/query` }),
-      nginx: nginx === undefined ? undefined : () => load({ url: `${nginx.url}/api/v1/query` }),
-      'node-proxy': () => load({ url: `${nodeProxy.url}/api/v1/query` }),
-      'fastify-proxy': () => load({ url: `${fastifyProxy.url}/api/v1/query` }),
-      public: () => load({ url: query }),
-      authed: () => load({ url: query, headers: { cookie } }),
-      bearer: bearer === undefined ? undefined : () => load({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
-      profile: () => load({ url: `${gateway.url}/api/v1/profile`, method: 'GET', headers: { cookie } }),
-      signin: () => load({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' } }),
+    const scenarios: Record<Scenario, (() => Promise<Run>) | undefined> = {
+      direct: () => run({ url: `${upstream.url}/api/v1/query` }),
+      nginx: nginx === undefined ? undefined : () => run({ url: `${nginx.url}/api/v1/query` }),
+      'node-proxy': () => run({ url: `${nodeProxy.url}/api/v1/query` }),
+      'fastify-proxy': () => run({ url: `${fastifyProxy.url}/api/v1/query` }),
+      public: () => run({ url: query }),
+      authed: () => run({ url: query, headers: { cookie } }),
+      bearer: () => run({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
+      // Every request the next of the readers' sessions: the session cache sees each again only after all the others.
+      'authed-many': manySessions === undefined ? undefined : () => run({ url: query, rotate: manySessions }),
+      profile: () => run({ url: `${gateway.url}/api/v1/profile`, method: 'GET', headers: { cookie } }),
+      signin: () => run({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' } }),
       'verify-bound': () => verifyBound(),
       'public-under-signin': async () => {
         const [publicRun] = await Promise.all([
-          load({ url: query }),
-          load({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' }, connections: 10 })
+          run({ url: query }),
+          run({ url: `${gateway.url}/auth/sign-in/email`, body: signInBody, headers: { origin: 'http://localhost:3000' }, connections: 10 })
         ])
         return publicRun
       },
-      'public-fixed-rate': () => load({ url: query, overallRate: 1000 }),
+      'public-fixed-rate': () => run({ url: query, overallRate: 1000 }),
       // The same load straight at the upstream: what this machine's loopback and scheduler add on their own.
-      'direct-fixed-rate': () => load({ url: `${upstream.url}/api/v1/query`, overallRate: 1000 })
+      'direct-fixed-rate': () => run({ url: `${upstream.url}/api/v1/query`, overallRate: 1000 }),
+      'haproxy-1': proxies === undefined ? undefined : () => run({ url: `${proxies.one.url}/api/v1/query` }),
+      'haproxy-2': proxies === undefined ? undefined : () => run({ url: `${proxies.two.url}/api/v1/query` })
     }
 
     // Warm-up, not measured: JIT, keep-alive pools and caches in the state a running gateway is in.
-    process.stderr.write('warm-up\n')
-    await load({ url: query }, args.quick ? 1 : 3)
-    await load({ url: query, headers: { cookie } }, 1)
+    log('warm-up')
+    await run({ url: query }, args.quick ? 1 : 3)
+    await run({ url: query, headers: { cookie } }, 1)
+    if (replicas !== undefined) await run({ url: `${replicas.two.url}/api/v1/query` }, args.quick ? 1 : 3)
 
-    const runs: Record<string, Array<Figures & { requests: number }>> = {}
+    const runs: Partial<Record<Scenario, Run[]>> = {}
     const cpuPerRequest: number[] = []
+    const lookupsPerRequest: number[] = []
     let rss = 0
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const [name, run] of Object.entries(scenarios)) {
-        if (run === undefined || (args.only !== undefined && !args.only.split(',').includes(name))) continue
-        process.stderr.write(`round ${round}/${ROUNDS}: ${name}\n`)
-        await settle([gateway.process, authCore.process])
-        const before = await stats(gateway.process)
-        const figures = await run()
-        const after = await stats(gateway.process)
+      for (const name of SCENARIOS) {
+        const scenario = scenarios[name]
+        if (scenario === undefined || !selected(name)) continue
+        log(`round ${round}/${ROUNDS}: ${name}`)
+        await settle(services)
+        const [before, coreBefore] = await Promise.all([stats(gateway.process), stats(authCore.process)])
+        const figures = await scenario()
+        const [after, coreAfter] = await Promise.all([stats(gateway.process), stats(authCore.process)])
         rss = Math.max(rss, after.rss)
-        process.stderr.write(`  ${figures.rps.toFixed(0)} req/s, p99 ${figures.p99} ms, gateway RSS ${Math.round(after.rss / 1024 / 1024)} MB\n`)
+        log(`  ${figures.rps.toFixed(0)} req/s, p99 ${figures.p99} ms, gateway RSS ${Math.round(after.rss / 1024 / 1024)} MB`)
         if (name === 'public' && figures.requests > 0) {
           cpuPerRequest.push((after.cpu.user + after.cpu.system - before.cpu.user - before.cpu.system) / figures.requests)
+        }
+        if (name === 'authed-many' && figures.requests > 0) {
+          const lookups = (coreAfter.sessionLookups ?? 0) - (coreBefore.sessionLookups ?? 0)
+          lookupsPerRequest.push(lookups / figures.requests)
+          log(`  ${lookups} session look-ups in auth-core: ${(100 * lookups / figures.requests).toFixed(0)} % of the requests missed the gateway's cache`)
         }
         ;(runs[name] ??= []).push(figures)
       }
     }
 
-    const result: Record<string, Figures | null> = {}
-    for (const name of Object.keys(scenarios)) {
+    const result = {} as Record<Scenario, Figures | null>
+    for (const name of SCENARIOS) {
       const list = runs[name]
       result[name] = list === undefined
         ? null
@@ -307,6 +289,12 @@ async function main (): Promise<void> {
       durationSeconds: DURATION,
       connections: CONNECTIONS,
       nginx: nginx !== undefined,
+      haproxy: replicas !== undefined,
+      redis: args.redis !== undefined,
+      readers: readers.length,
+      gatewayFlags: GATEWAY_FLAGS,
+      gatewayEnv: GATEWAY_ENV,
+      bundle: args.bundle,
       scenarios: result,
       ratios: {
         'public/direct': ratio(result.public?.rps, result.direct?.rps),
@@ -315,11 +303,15 @@ async function main (): Promise<void> {
         'node-proxy/nginx': ratio(result['node-proxy']?.rps, result.nginx?.rps),
         'authed/public': ratio(result.authed?.rps, result.public?.rps),
         'bearer/public': ratio(result.bearer?.rps, result.public?.rps),
+        'authed-many/public': ratio(result['authed-many']?.rps, result.public?.rps),
         'signin/verify-bound': ratio(result.signin?.rps, result['verify-bound']?.rps),
-        'p99-under-signin/p99-public': ratio(result['public-under-signin']?.p99, result.public?.p99)
+        'p99-under-signin/p99-public': ratio(result['public-under-signin']?.p99, result.public?.p99),
+        'haproxy-1/public': ratio(result['haproxy-1']?.rps, result.public?.rps),
+        'haproxy-2/haproxy-1': ratio(result['haproxy-2']?.rps, result['haproxy-1']?.rps)
       },
       gatewayCpuUsPerReq: cpuPerRequest.length === 0 ? null : Math.round(median(cpuPerRequest)),
       publicFixedRateP99Ms: result['public-fixed-rate']?.p99 ?? null,
+      authedManyCacheMisses: lookupsPerRequest.length === 0 ? null : Math.round(median(lookupsPerRequest) * 100) / 100,
       gatewayRssMB: Math.round(rss / 1024 / 1024)
     }
 
@@ -336,6 +328,7 @@ async function main (): Promise<void> {
       ...Object.entries(report.ratios).map(([name, value]) => `${name.padEnd(28)} ${value === null ? 'n/a' : value.toFixed(2)}`),
       `${'gateway CPU µs / public req'.padEnd(28)} ${report.gatewayCpuUsPerReq ?? 'n/a'}`,
       `${'public p99 at 1,000 req/s'.padEnd(28)} ${report.publicFixedRateP99Ms ?? 'n/a'} ms`,
+      `${'authed-many cache misses'.padEnd(28)} ${report.authedManyCacheMisses === null ? 'n/a' : `${Math.round(report.authedManyCacheMisses * 100)} % of ${readers.length} sessions' requests`}`,
       `${'gateway RSS'.padEnd(28)} ${report.gatewayRssMB} MB`
     ]
     const errors = Object.values(result).reduce((sum, f) => sum + (f?.errors ?? 0), 0)
@@ -343,6 +336,13 @@ async function main (): Promise<void> {
     process.stdout.write(`${out.join('\n')}\n`)
     if (args.json !== undefined) writeFileSync(args.json, `${JSON.stringify(report, null, 2)}\n`)
   } finally {
+    if (seeded.length > 0 && authCore !== undefined) {
+      // Gone from Postgres (and Redis) again: a shared database does not fill up with bench readers.
+      await unseedReaders(authCore.process, seeded).then((ms) => { log(`removed the ${seeded.length} seeded readers in ${seconds(ms)}`) }, (err: unknown) => {
+        log(`the seeded readers could not be removed: ${String(err)}`)
+      })
+    }
+    await replicas?.close()
     await Promise.all(children.map(stop))
     if (nginxDir !== undefined) rmSync(nginxDir, { recursive: true, force: true })
     rmSync(dataDir, { recursive: true, force: true })

@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { extname, join, normalize } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
-import { tempDir } from '../helper.ts'
-import type { Teardown } from '../helper.ts'
+import { tempDir } from '../temp-dir.ts'
+import type { Teardown } from '../temp-dir.ts'
 
 const PAGE_DIR = fileURLToPath(new URL('./page/', import.meta.url))
 

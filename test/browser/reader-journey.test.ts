@@ -91,7 +91,18 @@ function lastRagRequest (rag: RecordingUpstream) {
   return recorded
 }
 
+async function launchChromium (t: Teardown): Promise<Browser> {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
+  })
+  t.teardown(() => browser.close())
+  return browser
+}
+
 async function setUp (t: Teardown): Promise<Fixture> {
+  // Chromium starts while the page is bundled and the stack starts: neither needs the other.
+  const launched = launchChromium(t)
   const rag = await recordingUpstream(t, () => ({ body: { answer: ANSWER } }))
   const root = await buildFrontend(t)
   const allowed = await serveStatic(t, root)
@@ -100,12 +111,7 @@ async function setUp (t: Teardown): Promise<Fixture> {
   // Page and gateway share the host name `localhost` (same site, different ports), so the
   // SameSite=Lax session cookie flows with credentialed fetches, as with docs.example.com → api.example.com.
   const gateway = stack.url.replace('//127.0.0.1:', '//localhost:')
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
-  })
-  t.teardown(() => browser.close())
-  return { browser, stack, rag, gateway, allowed, disallowed }
+  return { browser: await launched, stack, rag, gateway, allowed, disallowed }
 }
 
 async function newContext (t: Teardown, fixture: Fixture): Promise<BrowserContext> {

@@ -3,6 +3,7 @@ import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
 import type { ChildProcessByStdio } from 'node:child_process'
 import { once } from 'node:events'
+import { connect } from 'node:net'
 import type { Readable } from 'node:stream'
 import { Agent } from 'undici'
 import { JWT_TEST_SECRET, startTestStack, TEST_ORIGIN } from '../helper.ts'
@@ -99,4 +100,25 @@ t.test('SIGTERM with a keep-alive client: the process still exits 0 once the ans
   const [code, signal] = await gateway.exited
   t.equal(code, 0, `the process exits 0, not at the end of the grace period (${gateway.stderr()})`)
   t.equal(signal, null, 'by itself, not killed')
+})
+
+// Regression: a connection that never sent a request (a browser's spare, preconnected one; undici
+// opens one after an aborted fetch) is not "idle" to Node, and server.close() stops the headers
+// timeout that would have closed it: it held SIGTERM until the grace ran out (exit 1).
+t.test('SIGTERM with a connection that never sent a request: the process still exits 0 at once', async (t) => {
+  const gateway = await startGatewayProcess(t)
+  const { port, hostname } = new URL(gateway.url)
+  const spare = connect(Number(port), hostname)
+  t.teardown(() => { spare.destroy() })
+  await once(spare, 'connect')
+  const closed = once(spare, 'close')
+  t.equal((await fetch(`${gateway.url}/health`)).status, 200, 'the gateway serves')
+  const signalled = performance.now()
+  gateway.child.kill('SIGTERM')
+  const [code, signal] = await gateway.exited
+  const took = performance.now() - signalled
+  t.equal(code, 0, `the process exits 0 (${gateway.stderr()})`)
+  t.equal(signal, null, 'by itself, not killed')
+  t.ok(took < 3000, `within ${took.toFixed(0)} ms, not at the end of the 10 s grace`)
+  await closed
 })

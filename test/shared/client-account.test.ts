@@ -68,6 +68,16 @@ t.test('sign-up, verification, forgotten password and a new address through the 
   await browser(onGateway(confirm.link), { redirect: 'manual' })
   t.equal((await client.auth.getSession()).data?.user.email, newEmail, 'the new address is the account\'s')
 
+  const listed = await client.sessions.list()
+  t.equal(listed.data?.sessions.filter((session) => session.current).length, 1, 'the sessions, this one marked')
+  const elsewhere = cookieFetch()
+  await createGatewayClient({ baseURL: stack.url, fetch: elsewhere }).auth.signIn.email({ email: newEmail, password: 'yet another password' })
+  const other = (await client.sessions.list()).data?.sessions.find((session) => !session.current)
+  t.ok(other, 'another device')
+  t.same(await client.sessions.revoke(other?.id ?? ''), { data: null, error: null }, 'signed out there')
+  t.equal((await client.sessions.list()).data?.sessions.length, 1, 'only this one left')
+  t.equal((await client.sessions.revokeOthers()).error, null, 'revoke the others (none left) works too')
+
   t.equal((await client.account.delete('wrong password')).error?.status, 400, 'deleting needs the password')
   t.same(await client.account.delete('yet another password'), { data: { success: true, message: 'User deleted' }, error: null }, 'account deleted')
   t.equal((await client.auth.getSession()).data, null, 'and signed out')

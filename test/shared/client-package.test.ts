@@ -1,6 +1,8 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import { execFile } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,6 +13,11 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const PACKAGE = '@auth-gateway/client'
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
 const STEP_TIMEOUT = 90_000
+// Installed sites, by what decides npm's answer. Outside the project: from inside it, Node and tsc
+// would also find the project's node_modules (and its @types) and hide a missing dependency.
+const SITES = join(tmpdir(), `auth-gateway-client-sites-${process.getuid?.() ?? 'user'}`)
+const INSTALL_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
+const UNUSED_SITE_MS = 24 * 60 * 60 * 1000
 
 // A child npm must not inherit the npm_* settings of an `npm test` around this run (prefix, workspace…).
 const CHILD_ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_')))
@@ -60,6 +67,51 @@ function closure (packages: Record<string, LockEntry>, start: string): Set<strin
   return seen
 }
 
+/** Creates `dir` (0700) or checks it: this test runs code from it, so only the current user may write there. */
+function privateDir (dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const stat = lstatSync(dir)
+  if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o022) !== 0) {
+    throw new Error(`${dir} must be a directory of the current user that no one else may write to`)
+  }
+}
+
+/**
+ * A site (an empty ESM project) with the tarball and better-auth installed. npm's answer depends on
+ * the tarball's bytes (`npm pack` is reproducible), better-auth's version and npm's own, so a site
+ * installed for the same key is reused: the checks then run again on that lockfile and tree, and a
+ * change to the client's build or package.json is a new key, installed afresh.
+ */
+async function installedSite (t: Test, tarball: string, integrity: string, betterAuth: string): Promise<{ site: string, reused: boolean }> {
+  const npm = (await sh('npm', ['--version'], ROOT)).trim()
+  const key = createHash('sha256').update(JSON.stringify({ integrity, betterAuth, npm, node: process.version, INSTALL_FLAGS })).digest('hex').slice(0, 24)
+  const site = join(SITES, key)
+  privateDir(SITES)
+  if (existsSync(join(site, 'package-lock.json'))) {
+    const now = new Date()
+    utimesSync(join(site, 'package.json'), now, now)
+    return { site, reused: true }
+  }
+  const installing = mkdtempSync(join(SITES, 'installing-'))
+  t.teardown(() => { rmSync(installing, { recursive: true, force: true }) })
+  writeFileSync(join(installing, 'package.json'), JSON.stringify({ name: 'client-package-check', private: true, type: 'module' }))
+  await sh('npm', ['install', ...INSTALL_FLAGS, tarball, `better-auth@${betterAuth}`], installing)
+  try {
+    renameSync(installing, site)
+  } catch (err) {
+    // Another run installed the same key meanwhile: theirs is as good.
+    if (!existsSync(join(site, 'package-lock.json'))) throw err
+  }
+  // Sites of earlier builds go once unused for a day (another checkout may still be using its own).
+  for (const name of readdirSync(SITES)) {
+    const lastUsed = statSync(join(SITES, name, 'package.json'), { throwIfNoEntry: false })?.mtimeMs ?? 0
+    if (name !== key && !name.startsWith('installing-') && Date.now() - lastUsed > UNUSED_SITE_MS) {
+      rmSync(join(SITES, name), { recursive: true, force: true })
+    }
+  }
+  return { site, reused: false }
+}
+
 t.test('the packed client installs next to better-auth alone, runs and typechecks', { timeout: 240_000 }, async (t) => {
   const dist = join(ROOT, 'shared', 'client', 'dist', 'client.js')
   // Packed with --ignore-scripts: `prepack` would rebuild dist/ under the other tests that import it.
@@ -69,19 +121,15 @@ t.test('the packed client installs next to better-auth alone, runs and typecheck
   // Not test/helper.ts's tempDir: this test needs nothing of the server, not even to load it.
   const dir = mkdtempSync(join(tmpdir(), 'auth-gateway-client-package-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const [packed] = JSON.parse(await sh('npm', ['pack', '--workspace', PACKAGE, '--ignore-scripts', '--json', '--pack-destination', dir], ROOT)) as Array<{ filename: string, files: Array<{ path: string }> }>
+  const [packed] = JSON.parse(await sh('npm', ['pack', '--workspace', PACKAGE, '--ignore-scripts', '--json', '--pack-destination', dir], ROOT)) as Array<{ filename: string, integrity: string, files: Array<{ path: string }> }>
   t.same(packed.files.map((f) => f.path).sort(), ['dist/client.d.ts', 'dist/client.js', 'dist/profile.d.ts', 'dist/profile.js', 'package.json'], 'the tarball holds the build and package.json only')
 
-  const site = join(dir, 'site')
-  mkdirSync(site)
-  writeFileSync(join(site, 'package.json'), JSON.stringify({ name: 'client-package-check', private: true, type: 'module' }))
   const betterAuth = versionOf(join(ROOT, 'node_modules', 'better-auth'))
-  await sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', join(dir, packed.filename), `better-auth@${betterAuth}`], site)
-
+  const { site, reused } = await installedSite(t, join(dir, packed.filename), packed.integrity, betterAuth)
   const packages = (JSON.parse(readFileSync(join(site, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> }).packages
   const installed = Object.keys(packages).filter((key) => key !== '')
   const names = new Set(installed.map((key) => packages[key]?.name ?? key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length)))
-  t.comment(`${installed.length} packages installed`)
+  t.comment(`${installed.length} packages installed${reused ? ` (the install of this same tarball, kept in ${site})` : ''}`)
   const needed = closure(packages, 'node_modules/better-auth')
   const beyondBetterAuth = installed.filter((key) => !needed.has(key))
   t.same(beyondBetterAuth, [`node_modules/${PACKAGE}`], 'the client adds itself and nothing else to what better-auth needs')
@@ -90,10 +138,11 @@ t.test('the packed client installs next to better-auth alone, runs and typecheck
     t.notOk(names.has(server), `no ${server}`)
   }
 
-  const keys = await sh(process.execPath, ['--input-type=module', '-e', `import('${PACKAGE}').then((m) => console.log(JSON.stringify(Object.keys(m).sort())))`], site)
-  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'UNEXPECTED_RESPONSE', 'createGatewayClient'], 'Node imports the built ESM')
-
-  writeFileSync(join(site, 'check.ts'), `import { createGatewayClient } from '${PACKAGE}'
+  // The site may be shared with another run: this run's files go in a folder of its own, from which
+  // both resolutions still find the site's node_modules (and its package.json, "type": "module").
+  const checks = mkdtempSync(join(site, 'check-'))
+  t.teardown(() => { rmSync(checks, { recursive: true, force: true }) })
+  const check = `import { createGatewayClient } from '${PACKAGE}'
 import type { GatewayResult, Profile } from '${PACKAGE}'
 
 const gateway = createGatewayClient({ baseURL: 'https://api.example.com' })
@@ -103,11 +152,26 @@ void gateway.auth.signIn.email
 // @ts-expect-error: a Profile's consentGiven is a boolean, so the declarations are not \`any\`
 const wrong: Promise<GatewayResult<{ consentGiven: string }>> = gateway.profile.get()
 void wrong
-`)
-  // Node's own resolution and a bundler's (what Docusaurus' tsconfig uses).
-  for (const [module, moduleResolution] of [['nodenext', 'nodenext'], ['esnext', 'bundler']]) {
-    const { code, output } = await run(process.execPath, [TSC, '--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--lib', 'es2022,dom', '--module', module, '--moduleResolution', moduleResolution, 'check.ts'], { cwd: site, env: CHILD_ENV, timeout: STEP_TIMEOUT })
-      .then(({ stdout }) => ({ code: 0, output: stdout }), (err: { code?: unknown, stdout?: string }) => ({ code: err.code, output: err.stdout ?? String(err) }))
-    t.equal(code, 0, `tsc --moduleResolution ${moduleResolution} accepts the declarations${output === '' ? '' : `:\n${output}`}`)
+`
+  // Node's own resolution and a bundler's (what Docusaurus' tsconfig uses): two projects of one
+  // `tsc --build`, so one process parses the declarations they share (better-auth's, the DOM's).
+  // Each has its own copy of the check, so a diagnostic names the resolution it came from.
+  const resolutions = ['nodenext', 'bundler'] as const
+  for (const moduleResolution of resolutions) {
+    const compilerOptions = { noEmit: true, strict: true, skipLibCheck: true, target: 'es2022', lib: ['es2022', 'dom'], module: moduleResolution === 'bundler' ? 'esnext' : 'nodenext', moduleResolution }
+    writeFileSync(join(checks, `check-${moduleResolution}.ts`), check)
+    writeFileSync(join(checks, `tsconfig.${moduleResolution}.json`), JSON.stringify({ compilerOptions, files: [`check-${moduleResolution}.ts`] }))
   }
+  const typechecked = run(process.execPath, [TSC, '--build', ...resolutions.map((name) => `tsconfig.${name}.json`)], { cwd: checks, env: CHILD_ENV, timeout: STEP_TIMEOUT })
+    .then(({ stdout }) => ({ code: 0, output: stdout }), (err: { code?: unknown, stdout?: string }) => ({ code: err.code, output: err.stdout ?? String(err) }))
+
+  const keys = await sh(process.execPath, ['--input-type=module', '-e', `import('${PACKAGE}').then((m) => console.log(JSON.stringify(Object.keys(m).sort())))`], site)
+  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'UNEXPECTED_RESPONSE', 'createGatewayClient'], 'Node imports the built ESM')
+
+  const { code, output } = await typechecked
+  for (const moduleResolution of resolutions) {
+    const errors = output.split('\n').filter((line) => line.startsWith(`check-${moduleResolution}.ts(`))
+    t.same(errors, [], `tsc --moduleResolution ${moduleResolution} accepts the declarations${errors.length === 0 ? '' : `:\n${output}`}`)
+  }
+  t.equal(code, 0, `tsc --build exits 0${code === 0 ? '' : `:\n${output}`}`)
 })

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError, loadConfig, parseDuration, parseUserFields } from '../../shared/config.ts'
-import { tempDir } from '../helper.ts'
+import { runScript } from '../cli.ts'
+import { tempDir } from '../temp-dir.ts'
 
 const SECRET = 'a'.repeat(32)
 
@@ -26,7 +26,22 @@ t.test('defaults follow DESIGN §4', async (t) => {
   t.equal(config.trustProxy, false)
   t.equal(config.sessionCacheTtl, 5000)
   t.equal(config.logLevel, 'info')
+  t.equal(config.databaseStatementTimeout, 5000)
+  t.equal(config.databaseIdleInTransactionTimeout, 30_000)
   t.ok(Object.isFrozen(config), 'frozen')
+})
+
+t.test('DATABASE_STATEMENT_TIMEOUT and DATABASE_IDLE_IN_TRANSACTION_TIMEOUT: durations, read by both services', async (t) => {
+  const dataDir = tempDir(t)
+  const env = { DATA_DIR: dataDir, BETTER_AUTH_SECRET: SECRET, JWT_SECRET: SECRET, DATABASE_STATEMENT_TIMEOUT: '750 ms', DATABASE_IDLE_IN_TRANSACTION_TIMEOUT: '1 minute' }
+  for (const config of [loadConfig(env, 'gateway'), loadConfig(env, 'auth-core'), loadConfig(env)]) {
+    t.equal(config.databaseStatementTimeout, 750)
+    t.equal(config.databaseIdleInTransactionTimeout, 60_000)
+  }
+  t.throws(() => loadConfig({ DATA_DIR: dataDir, DATABASE_STATEMENT_TIMEOUT: '30 days' }), {
+    variable: 'DATABASE_STATEMENT_TIMEOUT',
+    message: /DATABASE_STATEMENT_TIMEOUT must be at most 24 days/
+  })
 })
 
 t.test('development secrets are generated once into DATA_DIR and reused', async (t) => {
@@ -80,6 +95,9 @@ t.test('each malformed variable is named', async (t) => {
     ['RAG_RATE_LIMIT_ANON', '0'],
     ['TRUST_PROXY', 'maybe'],
     ['SESSION_CACHE_TTL', 'soon'],
+    ['DATABASE_STATEMENT_TIMEOUT', 'forever'],
+    ['DATABASE_STATEMENT_TIMEOUT', '0'],
+    ['DATABASE_IDLE_IN_TRANSACTION_TIMEOUT', '-5 seconds'],
     ['LOG_LEVEL', 'loud'],
     ['REDIS_URL', 'http://localhost:6379'],
     ['COOKIE_SAME_SITE', 'sideways'],
@@ -156,13 +174,11 @@ t.test('a bad variable stops startup with one line naming it', async (t) => {
     [{ TRUST_PROXY: 'true' }, /^Invalid configuration: TRUST_PROXY must be false, a hop count such as 1, or the proxy addresses\/CIDRs/],
     [{ NODE_ENV: 'production', BETTER_AUTH_SECRET: 'too-short', JWT_SECRET: SECRET }, /^Invalid configuration: BETTER_AUTH_SECRET must be at least 32 characters/]
   ]
-  for (const [env, expected] of cases) {
-    const result = spawnSync(process.execPath, ['--import=tsx', 'gateway/cli/start.ts'], {
-      env: { PATH: process.env.PATH, DATA_DIR: tempDir(t), ...env },
-      encoding: 'utf8',
-      timeout: 60_000
-    })
-    t.equal(result.status, 1, `exit code 1 for ${Object.keys(env).join(',')}`)
+  // Separate processes that share nothing: run side by side.
+  const results = await Promise.all(cases.map(([env]) => runScript('gateway/cli/start.ts', [], { DATA_DIR: tempDir(t), ...env }, 60_000)))
+  for (const [i, [env, expected]] of cases.entries()) {
+    const result = results[i]
+    t.equal(result.code, 1, `exit code 1 for ${Object.keys(env).join(',')}`)
     const lines = result.stderr.trim().split('\n')
     t.equal(lines.length, 1, 'one line')
     t.match(lines[0], expected)

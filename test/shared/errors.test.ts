@@ -5,7 +5,8 @@ import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { AuthCoreUnavailableError, BadRedirectError, GATEWAY_ERRORS } from '../../gateway/errors.ts'
-import { isDatabaseUnavailable, useErrorFormat } from '../../shared/errors.ts'
+import { isDatabaseUnavailable, isSchemaError, useErrorFormat } from '../../shared/errors.ts'
+import type { ErrorFormatOptions } from '../../shared/errors.ts'
 import { createPool } from '../../shared/db.ts'
 import type { Teardown } from '../helper.ts'
 
@@ -19,7 +20,7 @@ interface LogLine {
 const GENERIC = 'The server could not complete the request'
 
 /** A tiny app with the gateway's registry whose routes throw what they are given; its log kept. */
-async function appThrowing (t: Teardown, errors: Record<string, () => unknown>, setup: (app: FastifyInstance) => void = () => {}): Promise<{ app: FastifyInstance, logs: LogLine[] }> {
+async function appThrowing (t: Teardown, errors: Record<string, () => unknown>, setup: (app: FastifyInstance) => void = () => {}, format: ErrorFormatOptions = {}): Promise<{ app: FastifyInstance, logs: LogLine[] }> {
   const logs: LogLine[] = []
   const stream = new Writable({
     write (chunk: Buffer, _encoding, callback) {
@@ -28,7 +29,7 @@ async function appThrowing (t: Teardown, errors: Record<string, () => unknown>, 
     }
   })
   const app = Fastify({ logger: { level: 'info', stream } })
-  useErrorFormat(app, GATEWAY_ERRORS)
+  useErrorFormat(app, GATEWAY_ERRORS, format)
   for (const [name, make] of Object.entries(errors)) {
     app.get(`/${name}`, async () => { throw make() })
   }
@@ -149,7 +150,9 @@ t.test('isDatabaseUnavailable', async (t) => {
     ['pg-pool: timeout exceeded', new Error('timeout exceeded when trying to connect'), true],
     ['pg: not queryable', new Error('Client has encountered a connection error and is not queryable'), true],
     ['wrapped in a cause', new Error('Failed query', { cause: pgError('57P01', 'x') }), true],
-    ['57014 query_canceled', pgError('57014', 'canceling statement due to statement timeout'), false],
+    // statement_timeout (every pool sets one) and idle_in_transaction_session_timeout.
+    ['57014 query_canceled', pgError('57014', 'canceling statement due to statement timeout'), true],
+    ['25P03 idle_in_transaction_session_timeout', pgError('25P03', 'terminating connection due to idle-in-transaction timeout'), true],
     ['57P04 database_dropped', pgError('57P04', 'x'), false],
     ['23505 unique_violation', pgError('23505', 'duplicate key'), false],
     ['22021 character_not_in_repertoire', pgError('22021', 'invalid byte sequence for encoding "UTF8": 0x00'), false],
@@ -165,4 +168,49 @@ t.test('isDatabaseUnavailable', async (t) => {
   const loop: Error & { cause?: unknown } = new Error('loop')
   loop.cause = loop
   t.equal(isDatabaseUnavailable(loop), false, 'a cause cycle ends')
+})
+
+t.test('isSchemaError: a missing table, column or schema, or better-auth\'s schema verdict', async (t) => {
+  const mismatch = Object.assign(new Error('Database schema mismatch'), { code: 'SCHEMA_MISMATCH', findings: [{ kind: 'missing-table', table: 'user' }] })
+  const cases: Array<[string, unknown, boolean]> = [
+    ['42P01 undefined_table', pgError('42P01', 'relation "profile" does not exist'), true],
+    ['42703 undefined_column', pgError('42703', 'column "generation" does not exist'), true],
+    ['3F000 invalid_schema_name', pgError('3F000', 'schema "x" does not exist'), true],
+    ['wrapped in a cause', new Error('Failed query', { cause: pgError('42P01', 'x') }), true],
+    ['better-auth SchemaMismatchError', mismatch, true],
+    ['SCHEMA_MISMATCH without findings', withCode('x', 'SCHEMA_MISMATCH'), false],
+    ['23505 unique_violation', pgError('23505', 'duplicate key'), false],
+    ['57014 query_canceled', pgError('57014', 'canceling statement due to statement timeout'), false],
+    ['plain error mentioning a relation', new Error('relation "x" does not exist'), false],
+    ['null', null, false]
+  ]
+  for (const [name, err, expected] of cases) t.equal(isSchemaError(err), expected, name)
+})
+
+t.test('a query failing for a missing table answers 503 database_schema_outdated only while the schema is incomplete', async (t) => {
+  let state = 'outdated'
+  let checks = 0
+  const schema = { check: async () => { checks += 1; if (state === 'down') throw new Error('Postgres does not answer'); return { state } } }
+  const { app, logs } = await appThrowing(t, {
+    missingTable: () => pgError('42P01', 'relation "profile" does not exist'),
+    unique: () => pgError('23505', 'duplicate key value violates unique constraint')
+  }, () => {}, { schema })
+  const missing = await app.inject({ method: 'GET', url: '/missingTable' })
+  t.equal(missing.statusCode, 503)
+  t.same(missing.json(), { error: 'database_schema_outdated', message: 'The database schema is missing or out of date, try again once the migrations have run' })
+  t.ok(logs.some((line) => line.level === 50 && line.err?.code === '42P01'), 'logged at error with its cause')
+  t.equal(checks, 1, 'the schema was checked once')
+
+  const unrelated = await app.inject({ method: 'GET', url: '/unique' })
+  t.equal(unrelated.json().error, 'internal_error', 'another query failure is not a schema question')
+  t.equal(checks, 1, 'and does not check the schema')
+
+  state = 'ok'
+  const complete = await app.inject({ method: 'GET', url: '/missingTable' })
+  t.equal(complete.statusCode, 500, 'a missing table while the schema is complete is a bug: internal_error')
+  t.equal(complete.json().error, 'internal_error')
+
+  state = 'down'
+  const unknown = await app.inject({ method: 'GET', url: '/missingTable' })
+  t.equal(unknown.statusCode, 500, 'a schema that cannot be checked leaves the failure as it is')
 })

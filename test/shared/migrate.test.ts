@@ -155,16 +155,16 @@ t.test('a failing migration fails the run by name, and leaves nothing of the run
   t.teardown(() => pool.end())
   const broken: Migrations = {
     ...GATEWAY_MIGRATIONS,
-    '0005-half-done': sqlMigration('CREATE TABLE half_done (id integer PRIMARY KEY)'),
-    '0006-broken': sqlMigration('CREATE TABLE never_done (id integer); SELECT * FROM no_such_table')
+    '9998-half-done': sqlMigration('CREATE TABLE half_done (id integer PRIMARY KEY)'),
+    '9999-broken': sqlMigration('CREATE TABLE never_done (id integer); SELECT * FROM no_such_table')
   }
-  await t.rejects(migrate(pool, createAuthOptions(config, pool), broken), /migration 0006-broken failed: .*no_such_table/)
+  await t.rejects(migrate(pool, createAuthOptions(config, pool), broken), /migration 9999-broken failed: .*no_such_table/)
   let present = await tables(pool)
   for (const table of ['profile', 'half_done', 'never_done']) t.notOk(present.includes(table), `no table ${table}`)
   t.same(await recorded(pool), [], 'no migration recorded')
 
   t.same((await migrate(pool, createAuthOptions(config, pool))).gateway, GATEWAY_NAMES, 'the good ones apply afterwards')
-  await t.rejects(migrate(pool, createAuthOptions(config, pool), broken), /migration 0006-broken failed/)
+  await t.rejects(migrate(pool, createAuthOptions(config, pool), broken), /migration 9999-broken failed/)
   present = await tables(pool)
   t.ok(present.includes('profile'), 'migrations of earlier runs stay')
   t.notOk(present.includes('half_done'))

@@ -4,7 +4,16 @@ import type { Pool } from '../../../shared/db.ts'
 import { REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
 
 /** better-auth endpoints after whose success none of the user's earlier bearer tokens may pass. */
-export const REVOKING_PATHS: ReadonlySet<string> = new Set(['/revoke-sessions', '/revoke-other-sessions', '/change-password', '/reset-password', '/delete-user'])
+export const REVOKING_PATHS: ReadonlySet<string> = new Set([
+  '/revoke-sessions', '/revoke-other-sessions', '/change-password', '/reset-password', '/delete-user',
+  // An admin acting on a user (`userId` in the body): a ban, all sessions revoked, a new role (tokens
+  // carry the role), a password set, the user removed.
+  '/admin/ban-user', '/admin/revoke-user-sessions', '/admin/set-role', '/admin/set-user-password', '/admin/remove-user'
+])
+/** Endpoints that end a session of a user without touching the user's tokens: the gateway only forgets what it cached. */
+const EVICTING_PATHS: ReadonlySet<string> = new Set(['/admin/revoke-user-session'])
+/** Users that no longer exist afterwards: there is no generation to raise. */
+const REMOVING_PATHS: ReadonlySet<string> = new Set(['/delete-user', '/admin/remove-user'])
 
 export interface TokenRevocationOptions {
   pool: Pool
@@ -23,6 +32,11 @@ async function targetUser (ctx: HookContext): Promise<string | undefined> {
   }
   // Changing the password keeps the other sessions (and tokens) unless asked to revoke them.
   if (ctx.path === '/change-password' && body.revokeOtherSessions !== true) return undefined
+  if (ctx.path.startsWith('/admin/')) {
+    if (typeof body.userId === 'string') return body.userId
+    if (typeof body.sessionToken !== 'string') return undefined
+    return (await ctx.context.internalAdapter.findSession(body.sessionToken))?.user.id
+  }
   const session = await getSessionFromCtx(ctx)
   return session?.user.id
 }
@@ -37,7 +51,7 @@ async function targetUser (ctx: HookContext): Promise<string | undefined> {
 export function tokenRevocation (options: TokenRevocationOptions) {
   // One entry per request in flight, keyed by the endpoint context both hooks see.
   const targets = new WeakMap<object, string>()
-  const matcher = (ctx: { path?: string }): boolean => ctx.path !== undefined && REVOKING_PATHS.has(ctx.path)
+  const matcher = (ctx: { path?: string }): boolean => ctx.path !== undefined && (REVOKING_PATHS.has(ctx.path) || EVICTING_PATHS.has(ctx.path))
   return {
     id: 'token-revocation',
     hooks: {
@@ -55,7 +69,7 @@ export function tokenRevocation (options: TokenRevocationOptions) {
           targets.delete(ctx.context)
           if (userId === undefined || isAPIError(ctx.context.returned)) return
           // A deleted user's revocation row went with the user; the gateway refuses a missing user's tokens.
-          if (ctx.path !== '/delete-user') await revokeTokensNow(options.pool, userId)
+          if (REVOKING_PATHS.has(ctx.path) && !REMOVING_PATHS.has(ctx.path)) await revokeTokensNow(options.pool, userId)
           ctx.setHeader(REVOKED_USER_HEADER, userId)
         })
       }]

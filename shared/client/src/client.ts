@@ -1,4 +1,5 @@
 import { createAuthClient } from 'better-auth/client'
+import { adminClient, twoFactorClient } from 'better-auth/client/plugins'
 import type { Profile, ProfileUpdate } from './profile.ts'
 
 /** The browser (and Node) client of the gateway, the package `@auth-gateway/client`. */
@@ -33,6 +34,8 @@ export const UNEXPECTED_RESPONSE = 'unexpected_response'
 function createAuth (baseURL: string, customFetch: typeof fetch | undefined) {
   return createAuthClient({
     baseURL: `${baseURL}/auth`,
+    // `auth.twoFactor.*` (TOTP enrolment and sign-in) and `auth.admin.*` (admins only: the gateway refuses the rest).
+    plugins: [twoFactorClient(), adminClient()],
     fetchOptions: {
       credentials: 'include',
       ...(customFetch === undefined ? {} : { customFetchImpl: customFetch })
@@ -75,6 +78,27 @@ export interface GatewayClient {
     /** Erases the account, its sessions, tokens and profile (docs/account.md says what is kept). */
     delete: (password: string) => Promise<GatewayResult<AccountStatus>>
   }
+  /** Where the reader is signed in (never a session's token), with the session cookie. */
+  sessions: {
+    list: () => Promise<GatewayResult<{ sessions: SessionView[] }>>
+    /** Signs one session out; the others stay. */
+    revoke: (id: string) => Promise<GatewayResult<null>>
+    /** Signs every other session out (and refuses the account's older bearer tokens). */
+    revokeOthers: () => Promise<GatewayResult<AccountStatus>>
+  }
+}
+
+/** One of the reader's sessions (`GET /api/v1/sessions`). */
+export interface SessionView {
+  id: string
+  createdAt: string
+  lastActiveAt: string
+  expiresAt: string
+  ipAddress: string | null
+  browser: string | null
+  os: string | null
+  /** The session of this browser. */
+  current: boolean
 }
 
 /** better-auth's answer to the mail flows. */
@@ -151,6 +175,11 @@ export function createGatewayClient (options: GatewayClientOptions): GatewayClie
       changeEmail: async (newEmail, callbackURL) => call<AccountStatus>('POST', '/auth/change-email', { newEmail, callbackURL }),
       changePassword: async (currentPassword, newPassword, options = {}) => call<unknown>('POST', '/auth/change-password', { currentPassword, newPassword, revokeOtherSessions: options.revokeOtherSessions === true }),
       delete: async (password) => call<AccountStatus>('POST', '/auth/delete-user', { password })
+    },
+    sessions: {
+      list: async () => call<{ sessions: SessionView[] }>('GET', '/api/v1/sessions'),
+      revoke: async (id) => call<null>('DELETE', `/api/v1/sessions/${encodeURIComponent(id)}`),
+      revokeOthers: async () => call<AccountStatus>('POST', '/auth/revoke-other-sessions', {})
     }
   }
 }

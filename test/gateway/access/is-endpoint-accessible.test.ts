@@ -27,6 +27,22 @@ const CASES: Array<[string, string, Who, Expected]> = [
   ['GET', '/auth/./jwt', 'anon', 401],
   ['GET', '/auth/%6Awt', 'anon', 401],
   ['GET', '//auth//jwt', 'anon', 401],
+  ['GET', '/auth/admin', 'admin', 'allow'],
+  ['GET', '/auth/admin', 'reader', 403],
+  ['POST', '/auth/admin/ban-user', 'admin', 'allow'],
+  ['POST', '/auth/admin/ban-user', 'reader', 403],
+  ['POST', '/auth/admin/ban-user', 'anon', 401],
+  ['GET', '/auth//admin/list-users', 'reader', 403],
+  ['GET', '/auth/./admin/list-users', 'reader', 403],
+  ['GET', '/auth/x/../admin/list-users', 'reader', 403],
+  ['GET', '/auth/%61dmin/list-users', 'reader', 403],
+  ['GET', '/api/v1/admin/audit', 'admin', 'allow'],
+  ['GET', '/api/v1/admin/audit', 'reader', 403],
+  ['GET', '/api/v1/admin/audit', 'anon', 401],
+  ['GET', '/api/v1/sessions', 'reader', 'allow'],
+  ['GET', '/api/v1/sessions', 'anon', 401],
+  ['DELETE', '/api/v1/sessions/:id', 'reader', 'allow'],
+  ['DELETE', '/api/v1/sessions/:id', 'anon', 401],
   ['GET', '/api/validate-session', 'anon', 'allow'],
   ['POST', '/api/v1/query', 'anon', 'allow'],
   ['POST', '/api/v1/select', 'anon', 'allow'],
@@ -96,7 +112,7 @@ t.test('the cases exercise every rule of the default table', async (t) => {
   }
   for (const rule of DEFAULT_RULES) t.ok(exercised.has(rule), `${rule.methods.join(',')} ${rule.path} (${rule.access}) has a case`)
   const outcomes = new Set(CASES.map(([, , , expected]) => expected))
-  t.same([...outcomes].sort(), ([400, 401, 404, 'allow'] as Expected[]).sort(), 'every outcome of the default table appears: allowed, 400, 401, 404')
+  t.same([...outcomes].sort(), ([400, 401, 403, 404, 'allow'] as Expected[]).sort(), 'every outcome of the default table appears: allowed, 400, 401, 403 (a role), 404')
 })
 
 t.test('isEndpointAccessible over the default rules, after normalisation', async (t) => {

@@ -47,15 +47,13 @@ t.test('the smoke checker passes against a running stack, again for an existing 
   t.match(wrongPassword.stdout, /FAILED at step "sign-in"/)
 
   await stack.authCore.close()
-  const down = await smoke([...base, '--json'])
+  const [down, plain] = await Promise.all([smoke([...base, '--json']), smoke(base)])
   t.equal(down.code, 1, 'exit 1 when auth-core is down')
   const downReport = JSON.parse(down.stdout) as Report
   t.equal(downReport.ok, false)
   t.equal(downReport.failedStep, 'sign-up', 'names the failing step')
   t.match(downReport.steps.at(-1)?.detail ?? '', /503/)
   t.equal(downReport.steps[0].ok, true, 'the gateway itself is still healthy')
-
-  const plain = await smoke(base)
   t.equal(plain.code, 1)
   t.match(plain.stdout, /^✗ sign-up\s+\d+ ms/m)
 })
@@ -68,13 +66,13 @@ t.test('bad or missing arguments print the usage and exit 2', async (t) => {
     ['bad custom fields', ['--base-url', 'http://127.0.0.1:1', '--email', 'a@example.com', '--password', PASSWORD, '--custom-fields', '[1]'], /--custom-fields must be a JSON object/],
     ['unknown option', ['--base-url', 'http://127.0.0.1:1', '--bogus'], /Unknown option/]
   ]
-  for (const [name, args, message] of cases) {
-    const run = await smoke(args)
-    t.equal(run.code, 2, `${name}: exit 2`)
-    t.match(run.stderr, message, `${name}: says what is wrong`)
-    t.match(run.stderr, /Usage: npm run smoke/, `${name}: usage`)
+  // Separate processes that share nothing: run side by side.
+  const [help, ...runs] = await Promise.all([smoke(['--help']), ...cases.map(([, args]) => smoke(args))])
+  for (const [i, [name, , message]] of cases.entries()) {
+    t.equal(runs[i].code, 2, `${name}: exit 2`)
+    t.match(runs[i].stderr, message, `${name}: says what is wrong`)
+    t.match(runs[i].stderr, /Usage: npm run smoke/, `${name}: usage`)
   }
-  const help = await smoke(['--help'])
   t.equal(help.code, 0)
   t.match(help.stdout, /Usage: npm run smoke/)
 })

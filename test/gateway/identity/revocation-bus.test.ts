@@ -18,6 +18,7 @@ const redis = await startRedisServer(t)
 const { stack } = await stackWithUpstreams(t, { SESSION_CACHE_TTL: '1 hour' })
 const replica = await gatewayOn(t, stack, { REDIS_URL: redis.url, SESSION_CACHE_TTL: '1 hour', APP_UPSTREAM_URL: stack.config.appUpstreamUrl ?? '' })
 const publisher = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+publisher.on('error', () => {})
 t.teardown(() => { publisher.disconnect() })
 await publisher.connect()
 

@@ -4,10 +4,9 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import type { AddressInfo, Socket } from 'node:net'
-import type { Pool } from 'undici'
 import { upstreamError } from '../../../gateway/errors.ts'
-import { callBuffered, createUpstreamPool } from '../../../gateway/proxy/upstream-client.ts'
-import type { UpstreamAnswer, UpstreamService } from '../../../gateway/proxy/upstream-client.ts'
+import { createUpstreamPool, DEFAULT_UPSTREAM_LIMITS, UpstreamClient } from '../../../gateway/proxy/upstream-client.ts'
+import type { UpstreamLimits, UpstreamService } from '../../../gateway/proxy/upstream-client.ts'
 import { closedPortUrl } from '../../upstream.ts'
 
 // A megabyte: it cannot arrive in one read, so the answer is collected from many chunks.
@@ -79,25 +78,42 @@ function answer (socket: Socket, path: string): void {
   }
 }
 
-function pool (t: Test, service: UpstreamService, url: string, timeoutMs?: number): Pool {
+function pool (t: Test, service: UpstreamService, url: string, timeoutMs?: number, limits: Partial<UpstreamLimits> = {}): UpstreamClient {
   const created = createUpstreamPool(service, url, timeoutMs)
   t.teardown(() => created.destroy())
-  return created
+  return new UpstreamClient(created, { ...DEFAULT_UPSTREAM_LIMITS, ...limits })
+}
+
+interface Collected {
+  statusCode: number
+  headers: Record<string, string | string[] | undefined>
+  body: Buffer
+  streamed: boolean
+}
+
+/** One GET; a streamed body is read to its end. */
+async function get (upstream: UpstreamClient, path: string): Promise<Collected> {
+  const answer = await upstream.call('GET', path, {}, undefined).answer
+  if (Buffer.isBuffer(answer.body)) return { ...answer, body: answer.body, streamed: false }
+  const chunks: Buffer[] = []
+  for await (const chunk of answer.body) chunks.push(chunk as Buffer)
+  return { ...answer, body: Buffer.concat(chunks), streamed: true }
 }
 
 const base = await scriptedUpstream(t)
-const get = (upstream: Pool, path: string): Promise<UpstreamAnswer> => callBuffered(upstream, { method: 'GET', path })
 
 t.test('bodies: many chunks collected whole, chunked encoding decoded, no body an empty buffer', async (t) => {
   const upstream = pool(t, 'rag', base)
   const large = await get(upstream, '/large')
   t.equal(large.statusCode, 200)
+  t.notOk(large.streamed, 'a length up to UPSTREAM_MAX_BUFFERED_BYTES is buffered')
   t.equal(large.body.length, LARGE.length, 'every byte')
   t.ok(large.body.equals(LARGE), 'in order')
 
   const chunked = await get(upstream, '/chunked')
   t.equal(chunked.body.toString(), CHUNKS.join(''))
   t.equal(chunked.headers['transfer-encoding'], 'chunked')
+  t.ok(chunked.streamed, 'without a length: streamed')
 
   const empty = await get(upstream, '/empty')
   t.equal(empty.statusCode, 204)
@@ -132,7 +148,8 @@ t.test('failures become the gateway\'s codes: refused 503, no answer 504, cut 50
     { name: 'an answer that is not HTTP', service: 'rag', url: base, path: '/garbage', undici: { name: 'HTTPParserError' }, code: 'BAD_GATEWAY', status: 502 }
   ]
   for (const { name, service, url, path, undici, code, status } of cases) {
-    const err = await get(pool(t, service, url, 200), path).then(() => null, (caught: unknown) => caught)
+    // The call's own deadline out of the way: these are undici's per-attempt timeouts.
+    const err = await get(pool(t, service, url, 200, { timeoutMs: 5000, idleTimeoutMs: 200 }), path).then(() => null, (caught: unknown) => caught)
     t.ok(err instanceof Error, `${name}: the call fails`)
     t.match(err, undici, `${name}: undici's ${JSON.stringify(undici)}`)
     const mapped = upstreamError(err, service)

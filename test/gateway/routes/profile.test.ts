@@ -36,7 +36,8 @@ const EMPTY = {
   consentAt: null,
   consentVersion: null,
   createdAt: null,
-  updatedAt: null
+  updatedAt: null,
+  reconsentRequired: false
 }
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
@@ -259,7 +260,7 @@ t.test('profile API end to end', async (t) => {
     const stored = { softwareBackground: row.software_background, hardwareBackground: row.hardware_background, interestArea: row.interest_area, consentGiven: row.consent_given }
     t.ok(bodies.some((body) => JSON.stringify(body) === JSON.stringify(stored)), `one of the posted bodies: ${JSON.stringify(stored)}`)
     t.same(await consentLog(stack, reader.userId), [{ action: 'grant', policy_version: '1' }], 'one grant, not ten')
-    t.same(await (await reader.browser(profileUrl(stack))).json(), { ...stored, consentAt: row.consent_at instanceof Date ? row.consent_at.toISOString() : null, consentVersion: '1', createdAt: (row.created_at as Date).toISOString(), updatedAt: (row.updated_at as Date).toISOString() })
+    t.same(await (await reader.browser(profileUrl(stack))).json(), { ...stored, consentAt: row.consent_at instanceof Date ? row.consent_at.toISOString() : null, consentVersion: '1', createdAt: (row.created_at as Date).toISOString(), updatedAt: (row.updated_at as Date).toISOString(), reconsentRequired: false })
   })
 
   t.test('bad input gets the right 4xx with { error, message }, never a 5xx, and writes nothing', async (t) => {

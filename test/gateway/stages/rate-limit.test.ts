@@ -29,7 +29,7 @@ async function signedIn (stack: Stack): Promise<ReturnType<typeof cookieFetch>> 
 
 t.test('the auth group: every path that checks a password or sends mail', async (t) => {
   for (const path of ['/auth/sign-in/email', '/auth/sign-up/email', '/auth/change-password', '/auth/change-email', '/auth/verify-password', '/auth/delete-user', '/auth/reset-password', '/auth/reset-password/abc',
-    '/auth/request-password-reset', '/auth/forget-password', '/auth/send-verification-email']) {
+    '/auth/request-password-reset', '/auth/forget-password', '/auth/send-verification-email', '/auth/two-factor/verify-totp', '/auth/two-factor/verify-backup-code']) {
     t.ok(isAuthGroup(path), path)
   }
   for (const path of ['/auth/get-session', '/auth/sign-out', '/auth/jwt', '/auth/change-passwords', '/auth/delete-user-x', '/api/v1/query']) {
