@@ -8,23 +8,12 @@ import { forwardedHeaders } from './auth-proxy.ts'
 import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS } from '../proxy/forwarded-headers.ts'
 import { AUTH_CORE_PREFIX, SESSIONS_ROUTE } from '../route-paths.ts'
 import { deviceOf } from '../sessions/user-agent.ts'
+// The shape the client package gives the page (one definition for both sides).
+import type { SessionView } from '../../shared/client/src/client.ts'
 
 export interface SessionsRoutesOptions {
   publicUrl: string
   allowedOrigins: readonly string[]
-}
-
-/** One of the reader's sessions, as the account page shows it: never its token. */
-export interface SessionView {
-  id: string
-  createdAt: string
-  lastActiveAt: string
-  expiresAt: string
-  ipAddress: string | null
-  browser: string | null
-  os: string | null
-  /** The session of this request. */
-  current: boolean
 }
 
 interface BetterAuthSession {
