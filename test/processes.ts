@@ -168,9 +168,12 @@ export interface RedisServer {
   resume: () => void
 }
 
-/** A `redis-server` of the test's own on a free port (never the machine's), without persistence; killed in teardown. */
-export async function startRedisServer (t: Teardown, database = 0): Promise<RedisServer> {
-  const port = await freePort()
+/**
+ * A `redis-server` of the test's own (never the machine's), without persistence, on `port` or a free
+ * one; killed in teardown.
+ */
+export async function startRedisServer (t: Teardown, database = 0, port?: number): Promise<RedisServer> {
+  port ??= await freePort()
   let child: ChildProcess | null = null
   const kill = async (): Promise<void> => {
     const running = child

@@ -1,6 +1,4 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import type { AddressInfo, Socket } from 'node:net'
@@ -12,6 +10,7 @@ import { postJson, startTestStack, TEST_ORIGIN } from '../../helper.ts'
 import type { Teardown } from '../../helper.ts'
 import { freePort } from '../../ports.ts'
 import { until } from '../../poll.ts'
+import { startRedisServer } from '../../processes.ts'
 
 // Every fault is played on a Redis of this test's own (never the machine's 127.0.0.1:6379): its own
 // port, no persistence, killed in teardown, so nothing it wrote outlives it.
@@ -42,45 +41,18 @@ interface TestRedis {
 }
 
 async function startRedis (t: Teardown, port: number): Promise<TestRedis> {
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  const exited = once(child, 'exit')
-  const kill = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    child.kill('SIGKILL')
-    await exited
-  }
-  t.teardown(kill)
-  // A test killed by tap's timeout runs no teardown: the server must not outlive it.
-  const orphaned = (): void => { child.kill('SIGKILL') }
-  process.once('exit', orphaned)
-  child.once('exit', () => { process.removeListener('exit', orphaned) })
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`redis-server on ${port} not ready within ${WAIT_MS} ms:\n${output}`)) }, WAIT_MS)
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-      if (output.includes('Ready to accept connections')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`redis-server on ${port} exited with ${code}:\n${output}`))
-    })
-  })
-  const url = `redis://127.0.0.1:${port}/${REDIS_DB}`
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  const server = await startRedisServer(t, REDIS_DB, port)
+  const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
   await client.connect()
   t.teardown(() => { client.disconnect() })
   return {
-    url,
+    url: server.url,
     client,
-    pause: () => { child.kill('SIGSTOP') },
-    resume: () => { child.kill('SIGCONT') },
+    pause: server.pause,
+    resume: server.resume,
     kill: async () => {
       client.disconnect()
-      await kill()
+      await server.kill()
     }
   }
 }
