@@ -108,7 +108,8 @@ t.test('Postgres stopped, restarted and killed under traffic', { skip: bin === n
   const services = [authCore, gatewayService]
   const gateway = gatewayService.url
   for (const service of services) {
-    await until(`${service.name} to answer /health`, 30_000, async () => {
+    // Waited on, not timed: a busy machine compiles and starts three processes slowly.
+    await until(`${service.name} to answer /health`, 90_000, async () => {
       if (service.exit !== null) throw new Error(`${service.name} exited at startup: ${service.output()}`)
       return (await call(fetch, `${service.url}/health`)).status === 200 ? true : undefined
     })

@@ -85,7 +85,8 @@ t.test('two gateway replicas behind HAProxy behave as one gateway', { skip: miss
   const replica = (name: string, port: number): Service => spawnService(t, name, 'gateway/server.ts', { ...env, PORT: String(port) }, `http://127.0.0.1:${port}`)
   const replicas = { A: replica('A', portA), B: replica('B', portB) }
   const healthy = async (service: Service): Promise<void> => {
-    await until(`${service.name} to answer /ready`, 30_000, async () => {
+    // Waited on, not timed: a busy machine compiles and starts three processes slowly.
+    await until(`${service.name} to answer /ready`, 90_000, async () => {
       if (service.exit !== null) throw new Error(`${service.name} exited: ${service.output()}`)
       return (await call(fetch, `${service.url}/ready`)).status === 200 ? true : undefined
     }, 50)
