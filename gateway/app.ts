@@ -77,7 +77,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
   await registerPipeline(app, config, DEFAULT_RULES)
 
-  await app.register(healthRoutes)
+  await app.register(healthRoutes, { publicUrl: config.publicUrl })
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)

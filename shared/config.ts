@@ -140,7 +140,6 @@ export interface UpstreamTokenConfig {
 }
 
 export const DEFAULT_DATA_DIR = './.data'
-export const DEFAULT_PUBLIC_URL = 'http://localhost:8000'
 export const DEFAULT_PORT = 8000
 export const DEFAULT_HOST = '127.0.0.1'
 export const DEFAULT_AUTH_CORE_PORT = 3001
@@ -393,6 +392,12 @@ function upstreamTokens (env: Env, jwtSecret: string, betterAuthSecret: string |
   return result
 }
 
+/** `http://localhost:PORT`: the gateway on this machine, on its port (8000 unless PORT names another). */
+function defaultPublicUrl (env: Env): string {
+  const port = integer(env, 'PORT', DEFAULT_PORT, 0, 65535)
+  return `http://localhost:${port === 0 ? DEFAULT_PORT : port}`
+}
+
 function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dataDir: string): CommonConfig {
   const logLevel = (present(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel as LogLevel)) {
@@ -410,7 +415,7 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     dataDir,
     jwtSecret: secret(env, 'JWT_SECRET', production, () => dev().jwtSecret),
     jwtAlg,
-    publicUrl: httpUrl(env, 'PUBLIC_URL', DEFAULT_PUBLIC_URL) as string,
+    publicUrl: httpUrl(env, 'PUBLIC_URL', defaultPublicUrl(env)) as string,
     allowedOrigins: Object.freeze(origins(env, 'ALLOWED_ORIGINS', DEFAULT_ALLOWED_ORIGINS)),
     userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
     logLevel: logLevel as LogLevel,

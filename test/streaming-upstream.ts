@@ -1,6 +1,6 @@
 import { once } from 'node:events'
-import { createServer } from 'node:http'
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import { createServer, request as httpRequest } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Teardown } from './helper.ts'
 
@@ -124,5 +124,66 @@ export function textReader (response: Response): { next: () => Promise<string | 
       return chunk
     },
     received: () => text
+  }
+}
+
+export interface LeavingClient {
+  /** The answer's head, with its body unread. */
+  response: Promise<IncomingMessage>
+  /** The next chunk of the body. */
+  next: () => Promise<string>
+  /** Closes the connection at once (a tab closed); `performance.now()` when it did. */
+  leave: () => number
+}
+
+/**
+ * A client on a connection of its own that can leave at a known instant: `node:http` with no
+ * agent, so closing it is one synchronous `destroy` (fetch's abort goes through more machinery
+ * first, and on a busy machine that alone takes tens of milliseconds).
+ */
+export function leavingClient (url: string, options: { method?: string, path: string, headers?: Record<string, string>, body?: string }): LeavingClient {
+  const request = httpRequest(`${url}${options.path}`, { method: options.method ?? 'GET', headers: options.headers, agent: false })
+  request.on('error', () => {})
+  request.end(options.body)
+  const response = new Promise<IncomingMessage>((resolve, reject) => {
+    request.once('response', resolve)
+    request.once('error', reject)
+  })
+  // Leaving before the answer rejects it ("socket hang up"): expected, so never unhandled.
+  response.catch(() => {})
+  let chunks: AsyncIterator<Buffer> | undefined
+  return {
+    response,
+    next: async () => {
+      chunks ??= (await response)[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+      const { done, value } = await chunks.next()
+      return done === true ? '' : value.toString('utf8')
+    },
+    leave: () => {
+      request.destroy()
+      return performance.now()
+    }
+  }
+}
+
+/**
+ * Measures how late this process's event loop runs while `promise` settles: the gateway, the
+ * upstream and the client share it, and none can react faster than it turns. Resolves with the
+ * promise's value and the longest gap between two ticks of a 1 ms interval, less that 1 ms.
+ */
+export async function withLoopLag<T> (promise: Promise<T>): Promise<{ value: T, lagMs: number }> {
+  let last = performance.now()
+  let lagMs = 0
+  const probe = setInterval(() => {
+    const now = performance.now()
+    lagMs = Math.max(lagMs, now - last - 1)
+    last = now
+  }, 1)
+  try {
+    const value = await promise
+    lagMs = Math.max(lagMs, performance.now() - last - 1)
+    return { value, lagMs }
+  } finally {
+    clearInterval(probe)
   }
 }

@@ -17,8 +17,8 @@ JWT issuance and claims, a bearer call to /api/validate-session, sign-out, sessi
   --password P          the test user's password (required, at least 8 characters)
   --name N              the name used at sign-up (default "Smoke Test")
   --custom-fields JSON  extra sign-up fields as a JSON object, e.g. '{"tier":"free"}'
-  --origin URL          the Origin header sent (default: the base URL's origin; it must be
-                        PUBLIC_URL's origin or one of ALLOWED_ORIGINS)
+  --origin URL          the Origin header sent (default: PUBLIC_URL's origin, as /health
+                        tells it; it must be that or one of ALLOWED_ORIGINS)
   --timeout MS          per-request timeout in milliseconds (default 10000)
   --json                print a JSON report instead of one line per step
   -h, --help            this text
@@ -35,7 +35,8 @@ interface SmokeOptions {
   password: string
   name: string
   customFields: Record<string, unknown>
-  origin: string
+  /** The Origin sent; undefined: PUBLIC_URL's, learnt from /health. */
+  origin: string | undefined
   timeoutMs: number
   json: boolean
 }
@@ -108,7 +109,7 @@ function parseOptions (argv: string[]): SmokeOptions | 'help' {
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError('--custom-fields must be a JSON object')
     customFields = parsed as Record<string, unknown>
   }
-  let origin = base.origin
+  let origin: string | undefined
   if (values.origin !== undefined) {
     try {
       origin = new URL(values.origin).origin
@@ -197,11 +198,14 @@ function decodeClaims (token: string): Record<string, unknown> {
 async function runSmoke (options: SmokeOptions, onStep: (result: StepResult) => void = () => {}): Promise<SmokeReport> {
   const jar = new CookieJar()
   const steps: StepResult[] = []
+  // The gateway's own origin (PUBLIC_URL) unless told otherwise: whatever address it is reached
+  // on, that is the origin its cookie writes are accepted from.
+  let origin = options.origin ?? new URL(options.baseUrl).origin
   let userId = ''
   let token = ''
 
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}, useCookies = true): Promise<Answer> => {
-    const sent: Record<string, string> = { accept: 'application/json', origin: options.origin, ...headers }
+    const sent: Record<string, string> = { accept: 'application/json', origin, ...headers }
     const cookie = useCookies ? jar.header() : undefined
     if (cookie !== undefined) sent.cookie = cookie
     if (body !== undefined) sent['content-type'] = 'application/json'
@@ -230,8 +234,11 @@ async function runSmoke (options: SmokeOptions, onStep: (result: StepResult) => 
   const checks: Array<[string, () => Promise<string>]> = [
     ['health', async () => {
       const answer = await call('GET', '/health', undefined, {}, false)
-      if (answer.status !== 200 || record(answer.body)?.status !== 'ok') fail(describe(answer))
-      return 'gateway is up'
+      const body = record(answer.body)
+      if (answer.status !== 200 || body?.status !== 'ok') fail(describe(answer))
+      const publicOrigin = typeof body.publicUrl === 'string' && /^https?:\/\//.test(body.publicUrl) ? new URL(body.publicUrl).origin : undefined
+      if (options.origin === undefined && publicOrigin !== undefined) origin = publicOrigin
+      return publicOrigin === undefined ? 'gateway is up' : `gateway is up, public URL ${String(body.publicUrl)}${origin === publicOrigin ? '' : `, sending Origin ${origin}`}`
     }],
     ['sign-up', async () => {
       const answer = await call('POST', '/auth/sign-up/email', { ...options.customFields, email: options.email, password: options.password, name: options.name })

@@ -1,5 +1,4 @@
 import type { Dispatcher } from 'undici'
-import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { clientAddress } from '../client-address.ts'
@@ -39,7 +38,7 @@ export async function forward (tokens: IdentityTokens, upstream: UpstreamClient,
     Buffer.isBuffer(request.body) ? request.body : undefined,
     socket
   )
-  watchClient(socket, reply.raw, call)
+  watchClient(socket, call)
   let answer: UpstreamAnswer
   try {
     answer = await call.answer
@@ -53,35 +52,30 @@ export async function forward (tokens: IdentityTokens, upstream: UpstreamClient,
 }
 
 const kCall = Symbol('upstream call')
-const kWatched = Symbol('watched for its end')
-type Watched<T> = T & { [kCall]?: UpstreamCall, [kWatched]?: true }
+const kWatched = Symbol('watched for the client leaving')
+type Watched = Socket & { [kCall]?: UpstreamCall, [kWatched]?: true }
 
 /*
- * A client that leaves cancels its call. The listeners are module functions, found again through the
- * socket and the response, so that a call costs no closures. The client's FIN comes before the
- * close: Node then ends the socket (no answer could be sent), so that is where the call stops.
+ * A client that leaves cancels its call. A client leaves by its connection (HTTP/1.1), so the
+ * connection is watched, once, by module functions that find the call on it: a call costs no
+ * listener, closure or new property. Its FIN comes before the close: Node then ends the socket (no
+ * answer could be sent), so that is where the call stops. A call that has finished ignores it.
+ * (Pipelined requests: only the latest call of a connection is known; the others end at their deadline.)
  */
-function watchClient (socket: Watched<Socket>, res: Watched<ServerResponse>, call: UpstreamCall): void {
+function watchClient (socket: Watched, call: UpstreamCall): void {
   socket[kCall] = call
-  res[kCall] = call
   if (socket[kWatched] !== true) {
     socket[kWatched] = true
-    socket.on('end', onClientEnd)
+    socket.on('end', onClientGone)
+    socket.on('close', onClientGone)
   }
-  // `on`, not `once`: a response closes once, and is dropped after.
-  res.on('close', onResponseClose)
 }
 
-function onClientEnd (this: Watched<Socket>): void {
-  this[kCall]?.cancel(new ClientClosedError())
-}
-
-function onResponseClose (this: Watched<ServerResponse>): void {
-  const call = this[kCall] as UpstreamCall
+function onClientGone (this: Watched): void {
+  const call = this[kCall]
+  if (call === undefined) return
   this[kCall] = undefined
-  const socket = call.caller as Watched<Socket>
-  if (socket[kCall] === call) socket[kCall] = undefined
-  if (!this.writableFinished) call.cancel(new ClientClosedError())
+  call.cancel(new ClientClosedError())
 }
 
 /** The client is gone: no answer to send (the socket is closed), so the reply is left alone. */

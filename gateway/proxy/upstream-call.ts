@@ -23,6 +23,9 @@ export class ClientClosedError extends Error {
 
 type ResponseHeaders = Record<string, string | string[] | undefined>
 
+const NO_HEADERS: ResponseHeaders = Object.freeze({})
+const EMPTY_BODY = Buffer.alloc(0)
+
 /** What a call needs to know of the client's connection (a `net.Socket`; `inject`'s stand-in has neither). */
 export interface CallerConnection {
   destroyed?: boolean
@@ -129,14 +132,20 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   #abort: ((err: Error) => void) | null = null
   #resume: (() => void) | null = null
   #statusCode = 0
-  #headers: ResponseHeaders = {}
-  #chunks: Buffer[] = []
+  #headers: ResponseHeaders = NO_HEADERS
+  // The buffered body: one chunk (the usual), or a list once a second comes.
+  #chunk: Buffer | null = null
+  #chunks: Buffer[] | null = null
   #body: UpstreamBody | null = null
 
   /** When the call fails unless answered (`performance.now()` milliseconds); the client keeps the one timer. */
   readonly deadline: number
   /** The client's connection, when the call is made for one. */
   readonly caller: CallerConnection | undefined
+  /** @internal The client's list of calls by deadline. */
+  previous: UpstreamCall | null = null
+  /** @internal */
+  next: UpstreamCall | null = null
 
   constructor (client: UpstreamClient, options: Dispatcher.DispatchOptions, limits: Readonly<UpstreamLimits>, caller: CallerConnection | undefined) {
     this.#client = client
@@ -213,7 +222,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   onData (chunk: Buffer): boolean {
     if (this.#body === null) {
-      this.#chunks.push(chunk)
+      if (this.#chunk === null) this.#chunk = chunk
+      else (this.#chunks ??= [this.#chunk]).push(chunk)
       return true
     }
     // false pauses the upstream until the body is read again (`resume`).
@@ -226,8 +236,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       this.#body.push(null)
       return
     }
-    const chunks = this.#chunks
-    this.#settle({ statusCode: this.#statusCode, headers: this.#headers, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) })
+    const body = this.#chunks !== null ? Buffer.concat(this.#chunks) : this.#chunk ?? EMPTY_BODY
+    this.#settle({ statusCode: this.#statusCode, headers: this.#headers, body })
   }
 
   onError (err: Error): void {

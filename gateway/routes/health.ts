@@ -26,14 +26,17 @@ async function askAuthCore (app: FastifyInstance): Promise<AuthCoreReadiness> {
 }
 
 /**
- * `GET /health` (liveness) and `GET /ready`: Postgres answers, the schema is complete (the gateway's
+ * `GET /health` (liveness, with the public URL) and `GET /ready`: Postgres answers, the schema is complete (the gateway's
  * migrations here; better-auth's tables as auth-core reports them) and auth-core is ready. `/ready`
  * is public: it says `ok`/`down` per dependency and the schema's state, and why goes to the log only.
  * The schema is inspected at most once per `DEFAULT_SCHEMA_CHECK_TTL_MS`, so a migration run by
  * another process is seen at the next probe, without a restart.
  */
-export default async function healthRoutes (app: FastifyInstance): Promise<void> {
-  app.get('/health', async () => ({ status: 'ok' }))
+export default async function healthRoutes (app: FastifyInstance, options: { publicUrl: string }): Promise<void> {
+  // `publicUrl` (PUBLIC_URL, public by definition) tells a client on any address of the gateway
+  // which origin its writes must come from: the smoke checker's default `Origin`.
+  const health = Object.freeze({ status: 'ok', publicUrl: options.publicUrl })
+  app.get('/health', async () => health)
 
   app.get('/ready', async (request, reply) => {
     const [postgres, schema, authCore] = await Promise.all([

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { tempDir } from '../temp-dir.ts'
 
 const run = promisify(execFile)
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -16,6 +17,7 @@ const STEP_TIMEOUT = 90_000
 // Installed sites, by what decides npm's answer. Outside the project: from inside it, Node and tsc
 // would also find the project's node_modules (and its @types) and hide a missing dependency.
 const SITES = join(tmpdir(), `auth-gateway-client-sites-${process.getuid?.() ?? 'user'}`)
+const SITE_PACKAGE = JSON.stringify({ name: 'client-package-check', private: true, type: 'module' })
 const INSTALL_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
 const UNUSED_SITE_MS = 24 * 60 * 60 * 1000
 
@@ -82,9 +84,8 @@ function privateDir (dir: string): void {
  * installed for the same key is reused: the checks then run again on that lockfile and tree, and a
  * change to the client's build or package.json is a new key, installed afresh.
  */
-async function installedSite (t: Test, tarball: string, integrity: string, betterAuth: string): Promise<{ site: string, reused: boolean }> {
-  const npm = (await sh('npm', ['--version'], ROOT)).trim()
-  const key = createHash('sha256').update(JSON.stringify({ integrity, betterAuth, npm, node: process.version, INSTALL_FLAGS })).digest('hex').slice(0, 24)
+async function installedSite (t: Test, tarball: string, integrity: string, betterAuth: string, npm: string): Promise<{ site: string, reused: boolean }> {
+  const key = createHash('sha256').update(JSON.stringify({ integrity, betterAuth, npm, node: process.version, SITE_PACKAGE, INSTALL_FLAGS })).digest('hex').slice(0, 24)
   const site = join(SITES, key)
   privateDir(SITES)
   if (existsSync(join(site, 'package-lock.json'))) {
@@ -94,7 +95,7 @@ async function installedSite (t: Test, tarball: string, integrity: string, bette
   }
   const installing = mkdtempSync(join(SITES, 'installing-'))
   t.teardown(() => { rmSync(installing, { recursive: true, force: true }) })
-  writeFileSync(join(installing, 'package.json'), JSON.stringify({ name: 'client-package-check', private: true, type: 'module' }))
+  writeFileSync(join(installing, 'package.json'), SITE_PACKAGE)
   await sh('npm', ['install', ...INSTALL_FLAGS, tarball, `better-auth@${betterAuth}`], installing)
   try {
     renameSync(installing, site)
@@ -102,10 +103,11 @@ async function installedSite (t: Test, tarball: string, integrity: string, bette
     // Another run installed the same key meanwhile: theirs is as good.
     if (!existsSync(join(site, 'package-lock.json'))) throw err
   }
-  // Sites of earlier builds go once unused for a day (another checkout may still be using its own).
+  // Sites of earlier builds (and installs a killed run left) go once unused for a day: another
+  // checkout may still be using its own.
   for (const name of readdirSync(SITES)) {
     const lastUsed = statSync(join(SITES, name, 'package.json'), { throwIfNoEntry: false })?.mtimeMs ?? 0
-    if (name !== key && !name.startsWith('installing-') && Date.now() - lastUsed > UNUSED_SITE_MS) {
+    if (name !== key && Date.now() - lastUsed > UNUSED_SITE_MS) {
       rmSync(join(SITES, name), { recursive: true, force: true })
     }
   }
@@ -118,14 +120,16 @@ t.test('the packed client installs next to better-auth alone, runs and typecheck
   t.ok(existsSync(dist), 'shared/client/dist is built (npm install or `npm run build:client`)')
   if (!existsSync(dist)) return
 
-  // Not test/helper.ts's tempDir: this test needs nothing of the server, not even to load it.
-  const dir = mkdtempSync(join(tmpdir(), 'auth-gateway-client-package-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const [packed] = JSON.parse(await sh('npm', ['pack', '--workspace', PACKAGE, '--ignore-scripts', '--json', '--pack-destination', dir], ROOT)) as Array<{ filename: string, integrity: string, files: Array<{ path: string }> }>
-  t.same(packed.files.map((f) => f.path).sort(), ['dist/client.d.ts', 'dist/client.js', 'dist/profile.d.ts', 'dist/profile.js', 'package.json'], 'the tarball holds the build and package.json only')
+  const dir = tempDir(t, 'auth-gateway-client-package-')
+  const [packOutput, npm] = await Promise.all([
+    sh('npm', ['pack', '--workspace', PACKAGE, '--ignore-scripts', '--json', '--pack-destination', dir], ROOT),
+    sh('npm', ['--version'], ROOT)
+  ])
+  const [packed] = JSON.parse(packOutput) as Array<{ filename: string, integrity: string, files: Array<{ path: string }> }>
+  t.same(packed.files.map((f) => f.path).sort(), ['dist/client.d.ts', 'dist/client.js', 'dist/failure.d.ts', 'dist/failure.js', 'dist/profile.d.ts', 'dist/profile.js', 'dist/rag-stream.d.ts', 'dist/rag-stream.js', 'package.json'], 'the tarball holds the build and package.json only')
 
   const betterAuth = versionOf(join(ROOT, 'node_modules', 'better-auth'))
-  const { site, reused } = await installedSite(t, join(dir, packed.filename), packed.integrity, betterAuth)
+  const { site, reused } = await installedSite(t, join(dir, packed.filename), packed.integrity, betterAuth, npm.trim())
   const packages = (JSON.parse(readFileSync(join(site, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> }).packages
   const installed = Object.keys(packages).filter((key) => key !== '')
   const names = new Set(installed.map((key) => packages[key]?.name ?? key.slice(key.lastIndexOf('node_modules/') + 'node_modules/'.length)))
@@ -152,6 +156,14 @@ void gateway.auth.signIn.email
 // @ts-expect-error: a Profile's consentGiven is a boolean, so the declarations are not \`any\`
 const wrong: Promise<GatewayResult<{ consentGiven: string }>> = gateway.profile.get()
 void wrong
+async function read (): Promise<string[]> {
+  const seen: string[] = []
+  for await (const event of gateway.rag.stream('/api/v1/query', { question: 'x' }, { signal: AbortSignal.timeout(1000) })) {
+    seen.push(event.error === undefined ? event.data : event.error.message)
+  }
+  return seen
+}
+void read
 `
   // Node's own resolution and a bundler's (what Docusaurus' tsconfig uses): two projects of one
   // `tsc --build`, so one process parses the declarations they share (better-auth's, the DOM's).
@@ -166,7 +178,7 @@ void wrong
     .then(({ stdout }) => ({ code: 0, output: stdout }), (err: { code?: unknown, stdout?: string }) => ({ code: err.code, output: err.stdout ?? String(err) }))
 
   const keys = await sh(process.execPath, ['--input-type=module', '-e', `import('${PACKAGE}').then((m) => console.log(JSON.stringify(Object.keys(m).sort())))`], site)
-  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'UNEXPECTED_RESPONSE', 'createGatewayClient'], 'Node imports the built ESM')
+  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'STREAM_INTERRUPTED', 'UNEXPECTED_RESPONSE', 'createGatewayClient'], 'Node imports the built ESM')
 
   const { code, output } = await typechecked
   for (const moduleResolution of resolutions) {

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { Test } from 'tap'
-import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, linkSync, lstatSync, readdirSync, renameSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
@@ -54,8 +54,8 @@ async function leaveStaleSocket (socketDir: string): Promise<void> {
   await new Promise<void>((resolve) => { leftover.close(() => { resolve() }) })
 }
 
-// One DATA_DIR, in order: the first start (Postgres' initdb, the costly part), then a restart after
-// a crash, on the same files.
+// One DATA_DIR through its life, in order: the first start (Postgres' initdb, by far the costliest
+// step), a restart after a crash, then a move to a deeper folder.
 t.test('on a DATA_DIR', async (t) => {
   const dataDir = tempDir(t)
   const socketDir = join(dataDir, 'pglite-socket')
@@ -116,6 +116,19 @@ t.test('on a DATA_DIR', async (t) => {
     stopped = true
     t.same(exposed(join(dataDir, 'pglite')), [], 'after a restart, still nothing open to group or others')
   })
+
+  await t.test('a DATA_DIR too deep for a socket path falls back to a private temporary folder', async (t) => {
+    // The same files, moved where DATA_DIR/pglite-socket/.s.PGSQL.5432 is too long for a socket path.
+    const deep = join(tempDir(t), 'a-rather-long-folder-name'.repeat(4))
+    renameSync(dataDir, deep)
+    const embedded = await startEmbeddedPostgres({ dataDir: deep })
+    const host = socketHost(embedded.url)
+    t.ok(host.startsWith(tmpdir()) && !host.startsWith(deep), `the socket is not in DATA_DIR (${host})`)
+    assertPrivateDir(t, host)
+    t.equal(await selectOneThenStop(embedded), 1, 'a query through createPool(url) works')
+    t.notOk(existsSync(host), 'stop() removes the temporary folder')
+    t.same(exposed(join(deep, 'pglite')), [], 'the data files are owner-only')
+  })
 })
 
 t.test('in memory (dataDir null) the socket sits in a private temporary folder removed on stop', async (t) => {
@@ -125,16 +138,4 @@ t.test('in memory (dataDir null) the socket sits in a private temporary folder r
   assertPrivateDir(t, host)
   t.equal(await selectOneThenStop(embedded), 1, 'a query through createPool(url) works')
   t.notOk(existsSync(host), 'stop() removes the folder and its socket')
-})
-
-t.test('a DATA_DIR too deep for a socket path falls back to a private temporary folder', async (t) => {
-  const dataDir = join(tempDir(t), 'a-rather-long-folder-name'.repeat(4))
-  mkdirSync(dataDir)
-  const embedded = await startEmbeddedPostgres({ dataDir })
-  const host = socketHost(embedded.url)
-  t.ok(host.startsWith(tmpdir()) && !host.startsWith(dataDir), `the socket is not in DATA_DIR (${host})`)
-  assertPrivateDir(t, host)
-  t.equal(await selectOneThenStop(embedded), 1, 'a query through createPool(url) works')
-  t.notOk(existsSync(host), 'stop() removes the temporary folder')
-  t.same(exposed(join(dataDir, 'pglite')), [], 'the data files are owner-only')
 })

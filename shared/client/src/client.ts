@@ -1,6 +1,10 @@
 import { createAuthClient } from 'better-auth/client'
 import { adminClient, twoFactorClient } from 'better-auth/client/plugins'
 import type { Profile, ProfileUpdate } from './profile.ts'
+import { isErrorBody, messageOf, NETWORK_ERROR, UNEXPECTED_RESPONSE } from './failure.ts'
+import type { GatewayError } from './failure.ts'
+import { streamEvents } from './rag-stream.ts'
+import type { RagEvent, RagStreamOptions } from './rag-stream.ts'
 
 /** The browser (and Node) client of the gateway, the package `@auth-gateway/client`. */
 export interface GatewayClientOptions {
@@ -10,26 +14,25 @@ export interface GatewayClientOptions {
   fetch?: typeof fetch
 }
 
-/** Every failure, as the gateway sends it (`{ error, message }`) plus the HTTP status; 0 when no answer came. */
-export interface GatewayError {
-  error: string
-  message: string
-  status: number
-}
+export type { GatewayError } from './failure.ts'
 
 export type GatewayResult<T> =
   | { data: T, error: null }
   | { data: null, error: GatewayError }
 
 export type { Profile, ProfileUpdate } from './profile.ts'
+export type { RagEvent, RagStreamOptions } from './rag-stream.ts'
+export { STREAM_INTERRUPTED } from './rag-stream.ts'
+
+/** The RAG routes (`POST`, public; the reader's identity goes along when signed in). */
+export type RagPath = '/api/v1/query' | '/api/v1/select'
 
 export interface GatewayToken {
   token: string
   expiresAt: string
 }
 
-export const NETWORK_ERROR = 'network_error'
-export const UNEXPECTED_RESPONSE = 'unexpected_response'
+export { NETWORK_ERROR, UNEXPECTED_RESPONSE } from './failure.ts'
 
 function createAuth (baseURL: string, customFetch: typeof fetch | undefined) {
   return createAuthClient({
@@ -57,6 +60,13 @@ export interface GatewayClient {
   rag: {
     query: <T = unknown>(body: unknown) => Promise<GatewayResult<T>>
     select: <T = unknown>(body: unknown) => Promise<GatewayResult<T>>
+    /**
+     * Asks and reads the answer as it streams: server-sent events as `EventSource` parses them,
+     * NDJSON a line an event, any other answer one event. Failures end the iteration with an
+     * `error` event (`event.error`), never a throw; aborting `signal` or leaving the loop closes the
+     * connection, and the gateway cancels the upstream call.
+     */
+    stream: (path: RagPath, body: unknown, options?: RagStreamOptions) => AsyncGenerator<RagEvent, void, undefined>
   }
   /** A JWT for the signed-in reader, to call a backend with `Authorization: Bearer`. */
   token: () => Promise<GatewayResult<GatewayToken>>
@@ -104,16 +114,6 @@ export interface SessionView {
 /** better-auth's answer to the mail flows. */
 export interface AccountStatus {
   status: boolean
-}
-
-function messageOf (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
-
-function isErrorBody (body: unknown): body is { error: string, message: string } {
-  if (typeof body !== 'object' || body === null) return false
-  const { error, message } = body as Record<string, unknown>
-  return typeof error === 'string' && typeof message === 'string'
 }
 
 async function readBody (response: Response): Promise<unknown> {
@@ -165,7 +165,8 @@ export function createGatewayClient (options: GatewayClientOptions): GatewayClie
     },
     rag: {
       query: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/query', body),
-      select: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/select', body)
+      select: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/select', body),
+      stream: (path, body, streamOptions) => streamEvents(customFetch ?? globalThis.fetch, `${baseURL}${path}`, body, streamOptions)
     },
     token: async () => call<GatewayToken>('GET', '/auth/jwt'),
     account: {

@@ -1,7 +1,10 @@
 import t from 'tap'
 import { runScript } from '../../cli.ts'
 import type { ScriptRun } from '../../cli.ts'
-import { startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
+import { startTestStack, TEST_ORIGIN, testDatabase, uniqueEmail } from '../../helper.ts'
+import { freePort } from '../../ports.ts'
+import { spawnService } from '../../processes.ts'
+import { tempDir } from '../../temp-dir.ts'
 
 const PASSWORD = 'correct horse battery'
 
@@ -82,4 +85,36 @@ t.test('an unreachable gateway fails at the health step', async (t) => {
   t.equal(run.code, 1)
   t.match(run.stdout, /✗ health/)
   t.match(run.stdout, /FAILED at step "health"/)
+})
+
+t.test('`npm start` prints one URL, and the smoke checker passes on it and on any address the gateway answers on, with no --origin', async (t) => {
+  const port = await freePort()
+  const authCorePort = await freePort()
+  const started = spawnService(t, 'npm start', 'gateway/cli/start.ts', {
+    DATABASE_URL: await testDatabase(t),
+    DATA_DIR: tempDir(t),
+    PORT: String(port),
+    AUTH_CORE_PORT: String(authCorePort),
+    LOG_LEVEL: 'warn'
+  }, `http://127.0.0.1:${port}`)
+  const printed = await new Promise<string>((resolve, reject) => {
+    started.child.stdout?.on('data', () => {
+      const line = /auth-gateway ready on (\S+)/.exec(started.output())
+      if (line !== null) resolve(line[1])
+    })
+    started.child.once('exit', (code) => { reject(new Error(`npm start exited (${String(code)}): ${started.output()}`)) })
+  })
+  t.equal(printed, `http://localhost:${port}`, 'the URL printed is PUBLIC_URL, which follows PORT')
+  t.equal(started.output().match(/https?:\/\/[^\s,)]+/g)?.filter((url) => !url.endsWith('/auth')).length, 1, 'one URL, besides its /auth')
+
+  // The printed URL, then the address the process listens on: the origin sent is PUBLIC_URL's either way.
+  for (const baseUrl of [printed, `http://127.0.0.1:${port}`]) {
+    const run = await smoke(['--base-url', baseUrl, '--email', uniqueEmail('smoke-start'), '--password', PASSWORD])
+    t.equal(run.code, 0, `${baseUrl}: ${run.stdout}${run.stderr}`)
+    t.match(run.stdout, new RegExp(`✓ health .*public URL http://localhost:${port}`), `${baseUrl}: health names the public URL`)
+  }
+  // An origin the gateway does not trust is still refused: the default is PUBLIC_URL's, not "anything".
+  const foreign = await smoke(['--base-url', printed, '--email', uniqueEmail('smoke-start'), '--password', PASSWORD, '--origin', 'http://evil.example'])
+  t.equal(foreign.code, 1)
+  t.match(foreign.stdout, /✗ sign-up .*403/)
 })

@@ -98,7 +98,7 @@ t.test('bad input gets a 4xx with { error, message }, never a 5xx', async (t) =>
 })
 
 t.test('health and readiness; auth-core down answers 503 at once and /ready names it', async (t) => {
-  t.same(await (await fetch(`${stack.url}/health`)).json(), { status: 'ok' })
+  t.same(await (await fetch(`${stack.url}/health`)).json(), { status: 'ok', publicUrl: stack.config.publicUrl }, 'liveness, with the public URL')
   const ready = await fetch(`${stack.url}/ready`)
   t.equal(ready.status, 200)
 
