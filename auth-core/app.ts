@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, 
 import { ConfigError } from '../shared/config.ts'
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
-import drainPlugin from '../shared/drain.ts'
+import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
 import { withDeadline } from '../shared/deadline.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseSchemaOutdatedError, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, isSchemaError, useErrorFormat } from '../shared/errors.ts'
@@ -154,7 +154,8 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     // better-auth reads and validates the raw body itself.
     bodyLimit: 64 * 1024,
     frameworkErrors: frameworkErrorHandler(),
-    clientErrorHandler: clientErrorHandler()
+    clientErrorHandler: clientErrorHandler(),
+    ...SERVE_WHILE_DRAINING
   })
   await app.register(drainPlugin)
   logPoolErrors(options.pool, app.log)

@@ -10,7 +10,7 @@ import { DEFAULT_RULES } from './access/rules.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
-import drainPlugin from '../shared/drain.ts'
+import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
 import { registerPipeline } from './pipeline.ts'
@@ -60,7 +60,8 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
     rewriteUrl,
     // Answered before routing (so before the CORS and hygiene hooks): the headers are added here.
     frameworkErrors: frameworkErrorHandler(earlyErrorHeaders(securityHeaders(config.publicUrl), config.allowedOrigins)),
-    clientErrorHandler: clientErrorHandler(securityHeaders(config.publicUrl))
+    clientErrorHandler: clientErrorHandler(securityHeaders(config.publicUrl)),
+    ...SERVE_WHILE_DRAINING
   })
   // The gateway's migrations; better-auth's tables are auth-core's to check (its `/ready`).
   const schema = new SchemaWatch(options.pool, expectedSchema())

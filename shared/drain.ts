@@ -2,6 +2,20 @@ import fp from 'fastify-plugin'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** True from the moment closing starts: `/ready` then answers 503, so a load balancer stops sending. */
+    readonly draining: boolean
+  }
+}
+
+/**
+ * Fastify's `return503OnClosing: false`, for both services: a request that arrives on an open
+ * connection while draining is served (with `Connection: close`) rather than refused with a 503; a
+ * load balancer has already been told by `/ready`, and no new connection is accepted.
+ */
+export const SERVE_WHILE_DRAINING = { return503OnClosing: false } as const
+
 /** While draining, connections that finish their answer are closed this often. */
 const IDLE_SWEEP_MS = 100
 
@@ -14,6 +28,7 @@ const IDLE_SWEEP_MS = 100
  */
 async function drain (app: FastifyInstance): Promise<void> {
   let closing = false
+  app.decorate('draining', { getter: () => closing })
   let sweeper: NodeJS.Timeout | undefined
   // Connections that never sent a byte (a browser's spare, preconnected one) are not idle to Node,
   // and server.close() stops the headers timeout that would close them: they are closed here once

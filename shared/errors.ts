@@ -63,8 +63,8 @@ const SHARED_ERRORS: readonly ErrorDescription[] = [
   },
   {
     type: NotReadyError,
-    meaning: '`GET /ready`: Postgres or auth-core does not answer, or the database schema is missing or outdated (named, with `checks`)',
-    action: 'check the one named; the log says why'
+    meaning: '`GET /ready`: Postgres or auth-core does not answer, or the database schema is missing or outdated (named, with `checks`), or the process is shutting down (`status: "draining"`)',
+    action: 'check the one named; the log says why (a draining process is on its way out: send elsewhere)'
   }
 ]
 

@@ -58,6 +58,12 @@ export function logSchemaCheck (request: FastifyRequest, check: SchemaCheck): vo
  * Answers 503 `not_ready`, naming what is down and the schema's state. An `unknown` schema is named
  * only when Postgres itself answers (otherwise "postgres is not answering" says it).
  */
+/** `/ready` while the process drains: not ready whatever its dependencies say. */
+export function sendDraining (reply: FastifyReply): FastifyReply {
+  const error = new NotReadyError('the process is shutting down')
+  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, status: 'draining', checks: {} })
+}
+
 export function sendNotReady (reply: FastifyReply, down: readonly string[], schema: SchemaCheckState, checks: Readonly<Record<string, string>>): FastifyReply {
   const reasons: string[] = []
   if (down.length > 0) reasons.push(`${down.join(' and ')} ${down.length > 1 ? 'are' : 'is'} not answering`)

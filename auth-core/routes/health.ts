@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Pool } from '../../shared/db.ts'
-import { logSchemaCheck, probe, probeSchema, sendNotReady } from '../../shared/readiness.ts'
+import { logSchemaCheck, probe, probeSchema, sendDraining, sendNotReady } from '../../shared/readiness.ts'
 import type { SchemaWatch } from '../../shared/schema-status.ts'
 
 export interface HealthRoutesOptions {
@@ -17,6 +17,7 @@ export default async function healthRoutes (app: FastifyInstance, options: Healt
   app.get('/health', async () => ({ status: 'ok' }))
 
   app.get('/ready', async (request, reply) => {
+    if (app.draining) return sendDraining(reply)
     const [postgres, schema] = await Promise.all([
       probe('postgres', async () => { await options.pool.query('SELECT 1') }),
       probeSchema(options.schema)

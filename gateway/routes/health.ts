@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
-import { isSchemaCheckState, logSchemaCheck, probe, probeSchema, sendNotReady, worseSchemaState } from '../../shared/readiness.ts'
+import { isSchemaCheckState, logSchemaCheck, probe, probeSchema, sendDraining, sendNotReady, worseSchemaState } from '../../shared/readiness.ts'
 import type { CheckResult, SchemaCheckState } from '../../shared/readiness.ts'
 
 interface AuthCoreReadiness {
@@ -39,6 +39,7 @@ export default async function healthRoutes (app: FastifyInstance, options: { pub
   app.get('/health', async () => health)
 
   app.get('/ready', async (request, reply) => {
+    if (app.draining) return sendDraining(reply)
     const [postgres, schema, authCore] = await Promise.all([
       probe('postgres', async () => { await app.pg.query('SELECT 1') }, AUTH_LOOKUP_TIMEOUT_MS),
       probeSchema(app.schema, AUTH_LOOKUP_TIMEOUT_MS),

@@ -5,8 +5,10 @@ import type { ChildProcessByStdio } from 'node:child_process'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import type { Readable } from 'node:stream'
-import { Agent } from 'undici'
+import { Agent, Client } from 'undici'
 import { JWT_TEST_SECRET, startTestStack, TEST_ORIGIN } from '../helper.ts'
+import { parseRawResponse } from '../raw-http.ts'
+import type { RawResponse } from '../raw-http.ts'
 import { recordingUpstream } from '../upstream.ts'
 
 // `npm run start:gateway` as a process of its own (gateway/server.ts through shared/run.ts), against
@@ -121,4 +123,64 @@ t.test('SIGTERM with a connection that never sent a request: the process still e
   t.equal(signal, null, 'by itself, not killed')
   t.ok(took < 3000, `within ${took.toFixed(0)} ms, not at the end of the 10 s grace`)
   await closed
+})
+
+/**
+ * A RAG question on a connection of its own, sent but for the last byte of its body: it has begun
+ * (the connection is not idle), and `finish` sends the rest when the test says.
+ */
+async function halfSent (url: string): Promise<{ finish: () => Promise<RawResponse> }> {
+  const { port, hostname } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  await once(socket, 'connect')
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  const closed = once(socket, 'close')
+  const body = '{"q":"late"}'
+  socket.write(`POST /api/v1/query HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, -1)}`)
+  return {
+    finish: async () => {
+      socket.write(body.slice(-1))
+      await closed
+      return parseRawResponse(Buffer.concat(chunks).toString('utf8'))
+    }
+  }
+}
+
+// Deliver 4 of issue 14 and item 5 of issue 13: several keep-alive clients with requests in flight,
+// and a request that arrives whole on an open connection during the drain.
+t.test('SIGTERM with keep-alive clients mid-request: every request answered, also one that arrives during the drain; exit 0 within a second of the last answer', async (t) => {
+  const gateway = await startGatewayProcess(t)
+  const clients = [0, 1, 2].map(() => new Client(gateway.url, { keepAliveTimeout: 60_000 }))
+  t.teardown(() => Promise.all(clients.map(async (client) => client.destroy())))
+  for (const client of clients) t.equal((await client.request({ path: '/health', method: 'GET' })).statusCode, 200, 'a keep-alive connection')
+  rag.hold()
+  const inFlight = clients.map(async (client) => {
+    const answer = await client.request({ path: '/api/v1/query', method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"q":"slow"}' })
+    return { status: answer.statusCode, connection: answer.headers.connection, body: await answer.body.json(), at: performance.now() }
+  })
+  for (let i = 0; i < clients.length; i++) await rag.nextRequest()
+  const late = await halfSent(gateway.url)
+
+  gateway.child.kill('SIGTERM')
+  await gateway.printed(/SIGTERM received, draining/)
+  t.equal(gateway.child.exitCode, null, 'still running while requests are in flight')
+  const lateArrived = rag.nextRequest()
+  const lateAnswer = late.finish()
+  t.equal((await lateArrived).body, '{"q":"late"}', 'a request whose body completes during the drain is served')
+
+  rag.release()
+  const answers = await Promise.all(inFlight)
+  for (const answer of answers) {
+    t.match(answer, { status: 200, connection: 'close', body: { answer: 'ok' } }, 'an in-flight request answered, its connection then closed')
+  }
+  const served = await lateAnswer
+  t.equal(served.status, 200, 'the late request is answered')
+  t.equal(served.headers.connection, 'close')
+  const lastAnswer = Math.max(performance.now(), ...answers.map((answer) => answer.at))
+  const [code, signal] = await gateway.exited
+  const exitedAfter = performance.now() - lastAnswer
+  t.equal(code, 0, `the process exits 0 (${gateway.stderr()})`)
+  t.equal(signal, null, 'by itself, not killed')
+  t.ok(exitedAfter < 1000, `exited ${exitedAfter.toFixed(0)} ms after the last answer, with the keep-alive clients still open`)
 })
