@@ -7,7 +7,7 @@ import { SERVER_DATABASE_URL, tempDir, testDatabase } from '../helper.ts'
 // Keeps `npm run bench` working without running it in full (that takes minutes: see README.md here):
 // the two cheapest scenarios for one second each, checked for the shape of the report. No figures
 // are judged; they are for people.
-const ONLY = ['direct', 'public']
+const ONLY = ['direct', 'public', 'stream']
 const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2']
 
 t.test(`npm run bench -- --quick --duration 1 --only ${ONLY.join(',')} writes the report`, async (t) => {
@@ -34,10 +34,11 @@ t.test(`npm run bench -- --quick --duration 1 --only ${ONLY.join(',')} writes th
     gatewayCpuUsPerReq: number | null
     publicFixedRateP99Ms: number | null
     gatewayRssMB: number
+    streaming: { direct: unknown, gateway: { streams: number, firstEventP50: number, totalP50: number, errors: number } | null, open: unknown }
   }
   t.same({ rounds: report.rounds, durationSeconds: report.durationSeconds }, { rounds: 1, durationSeconds: 1 }, '--quick --duration 1: one round of one second')
   t.same(Object.keys(report.scenarios).sort(), [...SCENARIOS].sort(), 'every scenario is in the report')
-  for (const name of SCENARIOS) {
+  for (const name of SCENARIOS.filter((scenario) => scenario !== 'stream')) {
     const figures = report.scenarios[name]
     if (ONLY.includes(name)) {
       t.type(figures?.rps, 'number', `${name} ran`)
@@ -54,4 +55,10 @@ t.test(`npm run bench -- --quick --duration 1 --only ${ONLY.join(',')} writes th
   t.ok((report.gatewayCpuUsPerReq ?? 0) > 0)
   t.ok(report.gatewayRssMB > 0)
   t.equal(report.scenarios.public?.errors, 0, 'the public route answered 2xx throughout')
+  const streamed = report.streaming.gateway
+  t.ok((streamed?.streams ?? 0) > 0, 'streams were read through the gateway')
+  t.equal(streamed?.errors, 0, 'every stream answered 200')
+  t.ok((streamed?.totalP50 ?? 0) >= 190, 'a stream lasts its 20 events 10 ms apart')
+  t.ok((streamed?.firstEventP50 ?? Infinity) < (streamed?.totalP50 ?? 0), 'the first event comes before the end: streamed, not buffered')
+  t.same([report.streaming.direct, report.streaming.open], [null, null], 'the streaming scenarios not selected are null')
 })

@@ -16,6 +16,8 @@ import { HAPROXY_SOURCE, startReplicas } from './replicas.ts'
 import type { Replicas } from './replicas.ts'
 import type { SeededReader } from './service-messages.ts'
 import { soak, soakTable } from './soak.ts'
+import { openStreams, STREAM_EVENTS, STREAM_INTERVAL_MS, streamLatency } from './streams.ts'
+import type { OpenStreamsFigures, StreamFigures } from './streams.ts'
 
 /*
  * `npm run bench` (DESIGN §8): a trivial upstream, Postgres, auth-core and the gateway (production
@@ -27,6 +29,10 @@ const PASSWORD = 'benchmark password 1'
 const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
 const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
 type Scenario = typeof SCENARIOS[number]
+// Streamed answers (streams.ts): first-event latency straight and through the gateway, and many open at once.
+const STREAM_SCENARIOS = ['stream-direct', 'stream', 'streams-open'] as const
+type StreamScenario = typeof STREAM_SCENARIOS[number]
+const OPEN_STREAMS = 500
 const DEFAULT_READERS = 5000
 // The soak's population besides its readers' cookies (issue 13).
 const SOAK_CLIENT_TOKENS = 9000
@@ -60,9 +66,10 @@ const READERS = positiveInteger('users', args.users, DEFAULT_READERS)
 const SOAK_SECONDS = args.soak === undefined ? null : positiveInteger('soak', args.soak, 0)
 if (args.redis !== undefined && !/^rediss?:\/\//.test(args.redis)) throw new Error(`--redis must be a redis:// URL, not ${args.redis}`)
 const ONLY = args.only?.split(',') ?? null
-const unknown = ONLY?.filter((name) => !(SCENARIOS as readonly string[]).includes(name)) ?? []
-if (unknown.length > 0) throw new Error(`--only: no scenario ${unknown.join(', ')} (there are ${SCENARIOS.join(', ')})`)
-const selected = (name: Scenario): boolean => SOAK_SECONDS === null && (ONLY === null || ONLY.includes(name))
+const ALL_SCENARIOS: readonly string[] = [...SCENARIOS, ...STREAM_SCENARIOS]
+const unknown = ONLY?.filter((name) => !ALL_SCENARIOS.includes(name)) ?? []
+if (unknown.length > 0) throw new Error(`--only: no scenario ${unknown.join(', ')} (there are ${ALL_SCENARIOS.join(', ')})`)
+const selected = (name: Scenario | StreamScenario): boolean => SOAK_SECONDS === null && (ONLY === null || ONLY.includes(name))
 const GATEWAY_FLAGS = args['gateway-flags']?.split(/\s+/).filter((flag) => flag !== '') ?? []
 const GATEWAY_ENV: Record<string, string> = {}
 for (const pair of args['gateway-env']?.split(',').filter((p) => p !== '') ?? []) {
@@ -99,6 +106,17 @@ async function settle (services: ChildProcess[]): Promise<void> {
     if (busiest < 25_000) return // under 10 % of a core over the last 250 ms
     before = after
   }
+}
+
+function streamLines (streaming: { direct: StreamFigures | null, gateway: StreamFigures | null, open: OpenStreamsFigures | null, firstEventOverheadP50Ms: number | null }): string[] {
+  const lines: string[] = []
+  for (const [name, figures] of [['stream-direct', streaming.direct], ['stream', streaming.gateway]] as const) {
+    if (figures !== null) lines.push(`${name.padEnd(28)} first event p50 ${figures.firstEventP50} ms, p99 ${figures.firstEventP99} ms; end p50 ${figures.totalP50} ms, p99 ${figures.totalP99} ms (${figures.streams} streams, ${figures.errors} errors)`)
+  }
+  if (streaming.firstEventOverheadP50Ms !== null) lines.push(`${'first-event overhead p50'.padEnd(28)} ${streaming.firstEventOverheadP50Ms} ms`)
+  const open = streaming.open
+  if (open !== null) lines.push(`${`${open.streams} open streams`.padEnd(28)} gateway RSS ${open.rssBeforeMB} → ${open.rssOpenMB} MB (after: ${open.rssAfterMB} MB, ${open.errors} errors)`)
+  return lines.length === 0 ? [] : ['', ...lines]
 }
 
 async function main (): Promise<void> {
@@ -276,6 +294,23 @@ async function main (): Promise<void> {
       }
     }
 
+    // The streaming scenarios, once: latency figures of a few hundred streams each, then the open streams' memory.
+    const streaming: Record<'direct' | 'gateway', StreamFigures | null> & { open: OpenStreamsFigures | null } = { direct: null, gateway: null, open: null }
+    for (const [name, key, base] of [['stream-direct', 'direct', upstream.url], ['stream', 'gateway', gateway.url]] as const) {
+      if (!selected(name)) continue
+      log(`${name}: ${STREAM_EVENTS} events ${STREAM_INTERVAL_MS} ms apart, ${DURATION} s`)
+      await settle(services)
+      const figures = await streamLatency(base, DURATION)
+      log(`  ${figures.streams} streams, first event p50 ${figures.firstEventP50} ms, p99 ${figures.firstEventP99} ms, end p50 ${figures.totalP50} ms`)
+      streaming[key] = figures
+    }
+    if (selected('streams-open')) {
+      log(`streams-open: ${OPEN_STREAMS} streams open at once through the gateway`)
+      await settle(services)
+      streaming.open = await openStreams(gateway.url, OPEN_STREAMS, async () => (await stats(gateway.process, true)).memory.rss)
+      log(`  gateway RSS ${streaming.open.rssBeforeMB} MB before, ${streaming.open.rssOpenMB} MB with all open, ${streaming.open.rssAfterMB} MB after`)
+    }
+
     const result = {} as Record<Scenario, Figures | null>
     for (const name of SCENARIOS) {
       const list = runs[name]
@@ -312,7 +347,13 @@ async function main (): Promise<void> {
       gatewayCpuUsPerReq: cpuPerRequest.length === 0 ? null : Math.round(median(cpuPerRequest)),
       publicFixedRateP99Ms: result['public-fixed-rate']?.p99 ?? null,
       authedManyCacheMisses: lookupsPerRequest.length === 0 ? null : Math.round(median(lookupsPerRequest) * 100) / 100,
-      gatewayRssMB: Math.round(rss / 1024 / 1024)
+      gatewayRssMB: Math.round(rss / 1024 / 1024),
+      streaming: {
+        events: STREAM_EVENTS,
+        intervalMs: STREAM_INTERVAL_MS,
+        ...streaming,
+        firstEventOverheadP50Ms: streaming.direct === null || streaming.gateway === null ? null : Math.round((streaming.gateway.firstEventP50 - streaming.direct.firstEventP50) * 100) / 100
+      }
     }
 
     const rows = Object.entries(result).map(([name, f]) => f === null
@@ -329,7 +370,8 @@ async function main (): Promise<void> {
       `${'gateway CPU µs / public req'.padEnd(28)} ${report.gatewayCpuUsPerReq ?? 'n/a'}`,
       `${'public p99 at 1,000 req/s'.padEnd(28)} ${report.publicFixedRateP99Ms ?? 'n/a'} ms`,
       `${'authed-many cache misses'.padEnd(28)} ${report.authedManyCacheMisses === null ? 'n/a' : `${Math.round(report.authedManyCacheMisses * 100)} % of ${readers.length} sessions' requests`}`,
-      `${'gateway RSS'.padEnd(28)} ${report.gatewayRssMB} MB`
+      `${'gateway RSS'.padEnd(28)} ${report.gatewayRssMB} MB`,
+      ...streamLines(report.streaming)
     ]
     const errors = Object.values(result).reduce((sum, f) => sum + (f?.errors ?? 0), 0)
     if (errors > 0) out.push('', `WARNING: ${errors} requests failed or answered non-2xx; the figures above include them.`)

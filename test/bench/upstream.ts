@@ -1,4 +1,5 @@
 import { createServer } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
 // The trivial upstream of the benchmark: drains the body, answers ~300 bytes of JSON.
@@ -8,9 +9,35 @@ const ANSWER = JSON.stringify({
   model: 'bench'
 })
 
+// `?events=N&interval=MS`: a chatbot's answer instead, N server-sent events MS apart (streams.ts).
+const TOKEN_EVENT = `data: ${JSON.stringify({ token: ' humanoid' })}\n\n`
+const LAST_EVENT = `event: done\ndata: ${JSON.stringify({ sources: [{ chapter: 3, section: '3.2' }] })}\n\n`
+
+function stream (res: ServerResponse, events: number, interval: number): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' })
+  let sent = 0
+  const next = (): void => {
+    if (res.destroyed) return
+    sent += 1
+    if (sent >= events) {
+      res.end(LAST_EVENT)
+      return
+    }
+    res.write(TOKEN_EVENT)
+    setTimeout(next, interval)
+  }
+  next()
+}
+
 const server = createServer((req, res) => {
   req.resume()
   req.on('end', () => {
+    const query = req.url?.indexOf('?') ?? -1
+    if (query !== -1) {
+      const params = new URLSearchParams(req.url?.slice(query + 1))
+      stream(res, Number(params.get('events') ?? 20), Number(params.get('interval') ?? 10))
+      return
+    }
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(ANSWER) })
     res.end(ANSWER)
   })
