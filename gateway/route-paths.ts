@@ -9,6 +9,12 @@ export const ADMIN_AUDIT_ROUTE = '/api/v1/admin/audit'
 export const SESSIONS_ROUTE = '/api/v1/sessions'
 /** Where auth-core serves better-auth. */
 export const AUTH_CORE_PREFIX = '/api/auth'
+/**
+ * Who a cookie or bearer token belongs to: served by the gateway and by auth-core on the same path.
+ * auth-core's answers the gateway's session look-ups (better-auth's getSession called directly,
+ * without the HTTP handler's routing and Request/Response round trip).
+ */
+export const VALIDATE_SESSION_PATH = '/api/validate-session'
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
 export const APP_ROUTE = '/api/*'
 

@@ -9,6 +9,7 @@ import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, 
 import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
+import { VALIDATE_SESSION_PATH } from '../route-paths.ts'
 import type { Revocation } from './revocation-bus.ts'
 
 export interface SessionUser {
@@ -118,7 +119,8 @@ function customClaims (user: Record<string, unknown>, fields: readonly UserField
 }
 
 /**
- * Resolves cookie sessions through auth-core's get-session (cached briefly, evicted at sign-out) and
+ * Resolves cookie sessions through auth-core's validate-session (better-auth's getSession; cached
+ * briefly, evicted at sign-out) and
  * bearer JWTs locally with jose, with per-user revocation (the token generation).
  */
 export class IdentityResolver {
@@ -253,11 +255,12 @@ export class IdentityResolver {
 
   async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {
     const evictions = this.#evictions
-    let session: { user?: SessionUser, session?: Record<string, unknown> } | null
+    // auth-core's validate-session: `{ user, session }`, or `{ user: null }` for a cookie of no session.
+    let session: { user?: SessionUser | null, session?: Record<string, unknown> | null } | null
     try {
       const response = await this.#app.authCore.request({
         method: 'GET',
-        path: '/api/auth/get-session',
+        path: VALIDATE_SESSION_PATH,
         headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' },
         // A caller waits on this: a hung auth-core turns into a 503 within seconds.
         headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
@@ -271,7 +274,7 @@ export class IdentityResolver {
           if (code === 'database_unavailable') throw new DatabaseUnavailableError()
           // auth-core's tables are not migrated (yet): an operator's problem, said as such.
           if (code === 'database_schema_outdated') throw new DatabaseSchemaOutdatedError()
-          throw new Error(`get-session answered ${response.statusCode}`)
+          throw new Error(`validate-session answered ${response.statusCode}`)
         }
         await response.body.dump()
         session = null
@@ -288,7 +291,7 @@ export class IdentityResolver {
     }
     // A forged or tampered cookie answers 200 with `null`: anonymous.
     const user = session?.user
-    const resolution: Resolution = user === undefined || typeof user.id !== 'string'
+    const resolution: Resolution = user === undefined || user === null || typeof user.id !== 'string'
       ? ANONYMOUS
       : {
           identity: {

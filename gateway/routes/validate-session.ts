@@ -2,8 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { userOfToken } from '../../shared/jwt.ts'
 import type { VerifiedToken } from '../../shared/jwt.ts'
 import type { SessionUser } from '../identity/identity-resolver.ts'
-
-export const VALIDATE_SESSION_PATH = '/api/validate-session'
+import { VALIDATE_SESSION_PATH } from '../route-paths.ts'
 
 export interface ValidateSessionResponse {
   user: SessionUser | null

@@ -28,7 +28,7 @@ if (role === 'auth-core') {
   // How many requests the gateway's session cache did not answer (authed-many's miss rate).
   sessionLookups = 0
   app.addHook('onRequest', (request, _reply, done) => {
-    if (request.url.startsWith('/api/auth/get-session')) sessionLookups = (sessionLookups ?? 0) + 1
+    if (request.url.startsWith('/api/validate-session')) sessionLookups = (sessionLookups ?? 0) + 1
     done()
   })
   await app.listen({ host: '127.0.0.1', port: config.authCorePort })

@@ -14,7 +14,7 @@ const { stack, app } = await stackWithUpstreams(t, { SESSION_CACHE_TTL: '1 hour'
 function sessionLookups (t: Test): { count: number } {
   const counter = { count: 0 }
   const count = (request: IncomingMessage): void => {
-    if (request.url?.startsWith('/api/auth/get-session') === true) counter.count++
+    if (request.url?.startsWith('/api/validate-session') === true) counter.count++
   }
   stack.authCore.server.on('request', count)
   t.teardown(() => { stack.authCore.server.off('request', count) })
@@ -77,7 +77,7 @@ t.test('a failed look-up is shared by the requests waiting on it, and not rememb
   const cookie = 'better-auth.session_token=some.session'
   const pending = Promise.all(Array.from({ length: 5 }, async () => gateway.inject({ method: 'GET', url: '/api/private', headers: { cookie } })))
   const lookup = await failing.nextRequest()
-  t.equal(lookup.url, '/api/auth/get-session', 'the gateway asks for the session')
+  t.equal(lookup.url, '/api/validate-session', 'the gateway asks auth-core for the session')
   failing.release()
   const answers = await pending
   t.same(answers.map((answer) => answer.statusCode), Array(5).fill(503), 'every waiting request fails closed')
