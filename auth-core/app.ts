@@ -6,6 +6,7 @@ import { ConfigError } from '../shared/config.ts'
 import type { AuthCoreConfig } from '../shared/config.ts'
 import { logPoolErrors } from '../shared/db.ts'
 import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
+import requestIdPlugin, { requestIdGenerator } from '../shared/request-id.ts'
 import { withDeadline } from '../shared/deadline.ts'
 import type { Pool } from '../shared/db.ts'
 import { clientErrorHandler, DatabaseSchemaOutdatedError, DatabaseUnavailableError, frameworkErrorHandler, isDatabaseUnavailable, isSchemaError, useErrorFormat } from '../shared/errors.ts'
@@ -51,7 +52,7 @@ function toWebHeaders (request: FastifyRequest): Headers {
  * better-auth answers errors as `{ code, message }`; the project's format is `{ error, message }`.
  * Both keys are kept so the official better-auth client still sees its `code`.
  */
-function toErrorFormat (text: string): string {
+function toErrorFormat (text: string, requestId: string): string {
   try {
     const body = JSON.parse(text) as unknown
     if (body !== null && typeof body === 'object' && !Array.isArray(body) && !('error' in body)) {
@@ -59,7 +60,8 @@ function toErrorFormat (text: string): string {
       return JSON.stringify({
         error: typeof code === 'string' ? code.toLowerCase() : 'auth_error',
         message: typeof message === 'string' && message !== '' ? message : 'The request was refused',
-        ...body
+        ...body,
+        requestId
       })
     }
   } catch {}
@@ -143,7 +145,7 @@ async function sendWebResponse (reply: FastifyReply, response: Response, logged:
   }
   const cookies = response.headers.getSetCookie()
   if (cookies.length > 0) reply.header('set-cookie', cookies)
-  if (response.status >= 400 && (response.headers.get('content-type') ?? '').includes('json')) text = toErrorFormat(text)
+  if (response.status >= 400 && (response.headers.get('content-type') ?? '').includes('json')) text = toErrorFormat(text, reply.request.id)
   return reply.send(text)
 }
 
@@ -155,9 +157,12 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     bodyLimit: 64 * 1024,
     frameworkErrors: frameworkErrorHandler(),
     clientErrorHandler: clientErrorHandler(),
+    // Only the gateway (and backends on the internal network) reach auth-core: their X-Request-Id is kept.
+    genReqId: requestIdGenerator(() => true),
     ...SERVE_WHILE_DRAINING
   })
   await app.register(drainPlugin)
+  await app.register(requestIdPlugin)
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
   const storage = config.redisUrl === undefined ? undefined : await connectSessionStorage(config.redisUrl, app.log)

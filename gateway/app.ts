@@ -11,6 +11,8 @@ import upstreamsPlugin from './plugins/upstreams.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
 import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
+import { requestIdGenerator } from '../shared/request-id.ts'
+import { trustedPeer } from './client-address.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
 import { registerPipeline } from './pipeline.ts'
@@ -61,6 +63,8 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
     // Answered before routing (so before the CORS and hygiene hooks): the headers are added here.
     frameworkErrors: frameworkErrorHandler(earlyErrorHeaders(securityHeaders(config.publicUrl), config.allowedOrigins)),
     clientErrorHandler: clientErrorHandler(securityHeaders(config.publicUrl)),
+    // X-Request-Id from a trusted proxy, else a new one: returned, logged, passed on.
+    genReqId: requestIdGenerator(trustedPeer(config.trustProxy)),
     ...SERVE_WHILE_DRAINING
   })
   // The gateway's migrations; better-auth's tables are auth-core's to check (its `/ready`).

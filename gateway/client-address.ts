@@ -1,4 +1,5 @@
-import { isIP } from 'node:net'
+import { BlockList, isIP } from 'node:net'
+import type { TrustProxy } from '../shared/config.ts'
 
 /** What the address is read from: Fastify's resolved `ip` and the connection it came over. */
 export interface AddressedRequest {
@@ -79,4 +80,25 @@ export function clientAddress (request: AddressedRequest): string {
 export function publicFacts (publicUrl: string): PublicFacts {
   const url = new URL(publicUrl)
   return { host: url.host, protocol: url.protocol.slice(0, -1) }
+}
+
+/**
+ * Whether the connecting peer is a proxy `TRUST_PROXY` trusts: any peer for a hop count (the
+ * nearest hop is the first trusted), one of the listed addresses or CIDRs, or none for `false`.
+ */
+export function trustedPeer (trustProxy: TrustProxy): (peer: string | undefined) => boolean {
+  if (trustProxy === false) return () => false
+  if (typeof trustProxy === 'number') return () => true
+  const trusted = new BlockList()
+  for (const entry of trustProxy) {
+    const slash = entry.indexOf('/')
+    const address = slash === -1 ? entry : entry.slice(0, slash)
+    const family = isIP(address) === 6 ? 'ipv6' : 'ipv4'
+    if (slash === -1) trusted.addAddress(address, family)
+    else trusted.addSubnet(address, Number(entry.slice(slash + 1)), family)
+  }
+  return (peer) => {
+    const address = canonicalAddress(peer ?? '')
+    return address !== null && trusted.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')
+  }
 }

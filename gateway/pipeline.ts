@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../shared/config.ts'
 import type { AccessRule } from './access/rules.ts'
+import requestIdStage from '../shared/request-id.ts'
 import accessStage from './stages/access.ts'
 import corsStage from './stages/cors.ts'
 import hygieneStage from './stages/hygiene.ts'
@@ -12,6 +13,7 @@ import rateLimitStage from './stages/rate-limit.ts'
  * lists them so):
  *
  *   normalise   `rewriteUrl` (stages/normalise.ts), a server option: before routing, one canonical path
+ *   requestId   the request's id (`genReqId`, shared/request-id.ts) on every answer, `X-Request-Id`
  *   cors        preflights answered, CORS headers on every answer to an allowed origin, refusals included
  *   hygiene     security headers; refuses unsafe targets, two `Host`s, oversized `Cookie`/`Authorization`
  *   rateLimit   per-address budgets (every route; the sign-in group)
@@ -23,6 +25,7 @@ import rateLimitStage from './stages/rate-limit.ts'
  * CORS runs before hygiene so that a hygiene refusal sent to an allowed origin is still readable by the page.
  */
 export async function registerPipeline (app: FastifyInstance, config: Readonly<GatewayConfig>, rules: readonly AccessRule[]): Promise<void> {
+  await app.register(requestIdStage)
   await app.register(corsStage, { allowedOrigins: config.allowedOrigins })
   await app.register(hygieneStage, { publicUrl: config.publicUrl })
   await app.register(rateLimitStage, {

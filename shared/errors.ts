@@ -1,9 +1,11 @@
 import createError from '@fastify/error'
+import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { REQUEST_ID_HEADER } from './request-id.ts'
 
-/** Every error body the project sends; `requestId` only on `internal_error`, to quote when reporting it. */
+/** Every error body the project sends, with the request's id (`X-Request-Id`) to quote when reporting it. */
 export interface ErrorBody {
   error: string
   message: string
@@ -48,7 +50,7 @@ export const NotReadyError = createError('NOT_READY', 'Not ready: %s', 503)
 const SHARED_ERRORS: readonly ErrorDescription[] = [
   {
     type: InternalError,
-    meaning: 'anything the service did not expect; the body carries `requestId`, the log has the cause under the same id',
+    meaning: 'anything the service did not expect; the log has the cause under the body\'s `requestId`',
     action: 'report it with the `requestId`'
   },
   {
@@ -198,8 +200,9 @@ function statusOf (err: { statusCode?: unknown }): number | undefined {
   return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 600 ? status : undefined
 }
 
-function sendError (reply: FastifyReply, status: number, body: ErrorBody): FastifyReply {
-  return reply.code(status).type('application/json; charset=utf-8').send(body)
+/** Sends `{ error, message, requestId }`. */
+export function sendError (reply: FastifyReply, status: number, body: Omit<ErrorBody, 'requestId'>): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send({ ...body, requestId: reply.request.id } satisfies ErrorBody)
 }
 
 /**
@@ -220,7 +223,7 @@ export function errorHandler (registry: ErrorRegistry, options: ErrorFormatOptio
       if (unavailable) {
         sendError(reply, database.status, { error: 'database_unavailable', message: database.message })
       } else {
-        sendError(reply, status, { error: 'internal_error', message: internal.message, requestId: request.id })
+        sendError(reply, status, { error: 'internal_error', message: internal.message })
       }
       return
     }
@@ -254,7 +257,7 @@ export function errorHandler (registry: ErrorRegistry, options: ErrorFormatOptio
 }
 
 export function notFoundHandler (request: FastifyRequest, reply: FastifyReply): void {
-  reply.code(404).send({ error: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` } satisfies ErrorBody)
+  sendError(reply, 404, { error: 'not_found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
 }
 
 /** Installs the project's error format on a Fastify instance, for the errors of `registry`'s service. */
@@ -274,6 +277,8 @@ export function frameworkErrorHandler (headersFor: EarlyHeaders = () => ({})): (
   return function handleFrameworkError (err, request, reply) {
     const entry = FRAMEWORK_BY_SOURCE.get(err.code)
     request.log.info({ err: { code: err.code, message: err.message } }, 'request rejected')
+    // Before routing, so before the hook that sets it on every other answer.
+    reply.header(REQUEST_ID_HEADER, request.id)
     reply.headers(headersFor(request))
     sendError(reply, entry?.status ?? 400, { error: entry?.code ?? 'bad_request', message: entry?.message ?? 'The request is not valid' })
   }
@@ -294,10 +299,12 @@ export function clientErrorHandler (headers: Readonly<Record<string, string>> = 
     // A reset connection has no one to answer.
     if (err.code === 'ECONNRESET' || socket.destroyed) return
     const entry = FRAMEWORK_BY_SOURCE.get(err.code ?? '') ?? (FRAMEWORK_BY_SOURCE.get('HPE_*') as FrameworkError)
-    this.log.debug({ err }, 'client error')
+    // No request was made of it, so no id either: one of its own, to find the log line by.
+    const requestId = randomUUID()
+    this.log.debug({ err, reqId: requestId }, 'client error')
     if (socket.writable) {
-      const body = JSON.stringify({ error: entry.code, message: entry.message ?? 'The request is not valid HTTP' } satisfies ErrorBody)
-      socket.write(`HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extra}\r\n${body}`)
+      const body = JSON.stringify({ error: entry.code, message: entry.message ?? 'The request is not valid HTTP', requestId } satisfies ErrorBody)
+      socket.write(`HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Request-Id: ${requestId}\r\n${extra}\r\n${body}`)
     }
     socket.destroy()
   }

@@ -61,7 +61,7 @@ export function logSchemaCheck (request: FastifyRequest, check: SchemaCheck): vo
 /** `/ready` while the process drains: not ready whatever its dependencies say. */
 export function sendDraining (reply: FastifyReply): FastifyReply {
   const error = new NotReadyError('the process is shutting down')
-  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, status: 'draining', checks: {} })
+  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, requestId: reply.request.id, status: 'draining', checks: {} })
 }
 
 export function sendNotReady (reply: FastifyReply, down: readonly string[], schema: SchemaCheckState, checks: Readonly<Record<string, string>>): FastifyReply {
@@ -71,5 +71,5 @@ export function sendNotReady (reply: FastifyReply, down: readonly string[], sche
   if (schema === 'outdated') reasons.push('the database schema is outdated (migrations are pending)')
   if (schema === 'unknown' && !down.includes('postgres')) reasons.push('the database schema could not be checked')
   const error = new NotReadyError(reasons.join('; '))
-  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, status: 'not_ready', checks })
+  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, requestId: reply.request.id, status: 'not_ready', checks })
 }

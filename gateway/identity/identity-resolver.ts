@@ -10,6 +10,7 @@ import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
 import { VALIDATE_SESSION_PATH } from '../route-paths.ts'
+import { REQUEST_ID_HEADER } from '../../shared/request-id.ts'
 import type { Revocation } from './revocation-bus.ts'
 
 export interface SessionUser {
@@ -261,7 +262,7 @@ export class IdentityResolver {
       const response = await this.#app.authCore.request({
         method: 'GET',
         path: VALIDATE_SESSION_PATH,
-        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), accept: 'application/json' },
+        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), [REQUEST_ID_HEADER]: request.id, accept: 'application/json' },
         // A caller waits on this: a hung auth-core turns into a 503 within seconds.
         headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
         bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS

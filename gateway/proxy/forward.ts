@@ -25,7 +25,8 @@ export async function forward (tokens: IdentityTokens, upstream: UpstreamClient,
     // Not `request.host`/`protocol`: under TRUST_PROXY those are the client's X-Forwarded-Host/-Proto.
     host: origin.host,
     protocol: origin.protocol,
-    identity: upstreamIdentity
+    identity: upstreamIdentity,
+    requestId: request.id
   })
   const socket = request.raw.socket
   // The client left while its identity was being resolved: nobody to call the upstream for.

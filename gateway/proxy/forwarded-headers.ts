@@ -1,3 +1,4 @@
+import { REQUEST_ID_HEADER } from '../../shared/request-id.ts'
 import type { IncomingHttpHeaders } from 'node:http'
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the ones undici sets itself.
@@ -26,7 +27,8 @@ const HOP_BY_HOP = new Set([
 const CONTENT = ['content-type', 'content-encoding', 'content-language'] as const
 const NEGOTIATION = ['accept', 'accept-encoding', 'accept-language'] as const
 const BROWSER = ['user-agent', 'origin', 'referer'] as const
-const TRACING = ['traceparent', 'tracestate', 'baggage', 'x-request-id'] as const
+// Not `X-Request-Id`: the gateway sends the request's own (shared/request-id.ts), which a client does not choose.
+const TRACING = ['traceparent', 'tracestate', 'baggage'] as const
 const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'cache-control', 'range', 'if-range'] as const
 
 /** The client headers the RAG and app upstreams receive. */
@@ -58,6 +60,8 @@ export interface GatewayFacts {
   protocol: string
   /** For a signed-in caller: the identity token and user id the gateway vouches for. */
   identity: { token: string, userId: string } | null
+  /** The request's id (`X-Request-Id`). */
+  requestId: string
 }
 
 /** The client's headers named in `allowed` (names arrive lower-cased from Node), nothing else. */
@@ -77,6 +81,7 @@ export function allowedHeaders (client: IncomingHttpHeaders, allowed: ReadonlySe
 export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: GatewayFacts): Record<string, string | string[]> {
   const headers = allowedHeaders(client, UPSTREAM_REQUEST_HEADERS)
   headers['x-forwarded-for'] = facts.clientIp
+  headers[REQUEST_ID_HEADER] = facts.requestId
   headers['x-forwarded-host'] = facts.host
   headers['x-forwarded-proto'] = facts.protocol
   if (facts.identity !== null) {

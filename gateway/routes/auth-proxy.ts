@@ -7,6 +7,7 @@ import { redirectValues, refusedRedirect } from '../guards/redirect-targets.ts'
 import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
 import { clientAddress, publicFacts } from '../client-address.ts'
 import type { AddressedRequest } from '../client-address.ts'
+import { REQUEST_ID_HEADER } from '../../shared/request-id.ts'
 import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 import { AUTH_ADMIN_PREFIX, AUTH_CORE_PREFIX, AUTH_PREFIX } from '../route-paths.ts'
 
@@ -20,7 +21,7 @@ const PROXY_SET = ['host', 'content-length'] as const
  * `X-Forwarded-Host`/`-Proto`, which Fastify believes under `TRUST_PROXY`. Hop-by-hop headers a
  * client sent (`Keep-Alive`, `Upgrade`) are not among them, so they never reach undici, which refuses them.
  */
-export function forwardedHeaders (publicUrl: string): (request: AddressedRequest, headers: IncomingHttpHeaders) => IncomingHttpHeaders {
+export function forwardedHeaders (publicUrl: string): (request: AddressedRequest & { readonly id: string }, headers: IncomingHttpHeaders) => IncomingHttpHeaders {
   const { host, protocol } = publicFacts(publicUrl)
   return (request, headers) => {
     const forwarded: IncomingHttpHeaders = allowedHeaders(headers, AUTH_CORE_REQUEST_HEADERS)
@@ -28,6 +29,7 @@ export function forwardedHeaders (publicUrl: string): (request: AddressedRequest
     forwarded['x-forwarded-for'] = clientAddress(request)
     forwarded['x-forwarded-host'] = host
     forwarded['x-forwarded-proto'] = protocol
+    forwarded[REQUEST_ID_HEADER] = request.id
     return forwarded
   }
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
+import { sendError } from '../../shared/errors.ts'
 import { CsrfRejectedError, SessionCookieRequiredError, upstreamError } from '../errors.ts'
 import { isSameSiteWrite, writeOrigins } from '../guards/csrf.ts'
 import { callerOf } from '../identity/identity-resolver.ts'
@@ -87,7 +88,7 @@ export default async function sessionsRoutes (app: FastifyInstance, options: Ses
     const identity = cookieCaller(request)
     const session = (await listed(request)).find((candidate) => candidate.id === request.params.id)
     // Someone else's session id, or one that already ended: the same answer.
-    if (session === undefined) return reply.code(404).send({ error: 'not_found', message: 'No such session of yours' })
+    if (session === undefined) return sendError(reply, 404, { error: 'not_found', message: 'No such session of yours' })
     const { status } = await authCore(request, 'POST', '/revoke-session', { token: session.token })
     if (status !== 200) throw upstreamError(new Error(`revoke-session answered ${status}`), 'auth')
     // Every replica forgets the user's cached sessions before the answer leaves.

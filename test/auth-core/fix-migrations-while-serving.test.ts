@@ -52,9 +52,9 @@ async function authCoreOn (t: Teardown, config: Readonly<Config>): Promise<{ url
   return { url: await listenOn(authCore), pool }
 }
 
-async function ready (url: string): Promise<{ status: number, body: ReadyBody }> {
+async function ready (url: string): Promise<{ status: number, body: ReadyBody, requestId: string | null }> {
   const response = await fetch(`${url}/ready`)
-  return { status: response.status, body: await response.json() as ReadyBody }
+  return { status: response.status, body: await response.json() as ReadyBody, requestId: response.headers.get('x-request-id') }
 }
 
 /** Polls `/ready` until it answers 200; every answer before that must be a 503. */
@@ -92,14 +92,14 @@ t.test('auth-core started on an empty database: 503 until another process migrat
   const before = await signUp(signUpUrl)
   t.equal(before.status, 503, 'sign-up on an unmigrated database: 503 (it was a 500)')
   t.match(before.headers.get('content-type') ?? '', /^application\/json/)
-  t.same(await before.json(), OUTDATED)
+  t.same(await before.json(), { ...OUTDATED, requestId: before.headers.get('x-request-id') })
   const lookUp = await fetch(`${authCore.url}/api/validate-session`, { headers: { cookie: 'better-auth.session_token=unknown' } })
   t.equal(lookUp.status, 503, 'a session look-up too')
-  t.same(await lookUp.json(), OUTDATED)
+  t.same(await lookUp.json(), { ...OUTDATED, requestId: lookUp.headers.get('x-request-id') })
 
   const notReady = await ready(authCore.url)
   t.equal(notReady.status, 503, '/ready says not ready (it said 200)')
-  t.same(notReady.body, { error: 'not_ready', message: 'Not ready: the database schema is missing (the migrations have not run)', status: 'not_ready', checks: { postgres: 'ok', schema: 'missing' } })
+  t.same(notReady.body, { error: 'not_ready', message: 'Not ready: the database schema is missing (the migrations have not run)', requestId: notReady.requestId, status: 'not_ready', checks: { postgres: 'ok', schema: 'missing' } })
 
   t.match(await migrateElsewhere(t, config), /better-auth \d+ table change\(s\), gateway applied 0001-/)
 
@@ -154,14 +154,14 @@ t.test('the gateway reports migrations pending as not ready, and is ready once a
 
   const notReady = await ready(url)
   t.equal(notReady.status, 503, 'the gateway is not ready (it said 200)')
-  t.same(notReady.body, { error: 'not_ready', message: 'Not ready: the database schema is outdated (migrations are pending)', status: 'not_ready', checks: { postgres: 'ok', schema: 'outdated', authCore: 'ok' } })
+  t.same(notReady.body, { error: 'not_ready', message: 'Not ready: the database schema is outdated (migrations are pending)', requestId: notReady.requestId, status: 'not_ready', checks: { postgres: 'ok', schema: 'outdated', authCore: 'ok' } })
   t.same((await ready(authCoreUrl)).body.checks, { postgres: 'ok', schema: 'outdated' }, 'nor is auth-core')
 
   const reader = cookieFetch()
   t.equal((await signUp(`${url}/auth/sign-up/email`, reader)).status, 200, 'better-auth\'s own tables are there: sign-up works')
   const token = await reader(`${url}/auth/jwt`)
   t.equal(token.status, 503, 'a route needing the pending migration: 503 (it was a 500)')
-  t.same(await token.json(), OUTDATED)
+  t.same(await token.json(), { ...OUTDATED, requestId: token.headers.get('x-request-id') })
 
   t.match(await migrateElsewhere(t, config), new RegExp(`gateway applied ${GENERATIONS}`))
   t.same(await untilReady(t, url), { status: 'ready', checks: { postgres: 'ok', schema: 'ok', authCore: 'ok' } })
@@ -185,7 +185,7 @@ t.test('a better-auth table gone while serving: 503 and not ready, until it is b
     seen.push(response.status)
     return response.status === 503 ? await response.json() as unknown : undefined
   })
-  t.same(failed, OUTDATED, 'sign-in: 503 database_schema_outdated (it was a 500)')
+  t.match(failed, { ...OUTDATED, requestId: String }, 'sign-in: 503 database_schema_outdated (it was a 500)')
   t.ok(seen.slice(0, -1).every((status) => status === 500), `before the schema is looked at again, at most an internal error (${seen.join(' ')})`)
   const notReady = await until('/ready to say the schema is outdated', 10_000, async () => {
     const answer = await ready(stack.url)

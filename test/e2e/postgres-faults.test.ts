@@ -190,7 +190,8 @@ t.test('Postgres stopped, restarted and killed under traffic', { skip: bin === n
       t.ok(answers.some((a) => a.status === 503), `${label}: ${what} → 503 once nothing is cached`)
     }
     const sample = (seen.get('sign-in') ?? []).find((a) => a.status === 503)
-    t.same(sample?.json, { error: 'database_unavailable', message: 'The database is unavailable, try again shortly' }, `${label}: the 503 body is the project's`)
+    t.match(sample?.json, { error: 'database_unavailable', message: 'The database is unavailable, try again shortly', requestId: String }, `${label}: the 503 body is the project's`)
+    t.same(Object.keys(sample?.json ?? {}).sort(), ['error', 'message', 'requestId'], `${label}: and nothing else`)
     const publicRag = seen.get('public RAG') ?? []
     t.ok(publicRag.every((a) => a.status === 200), `${label}: public RAG keeps answering 200 (${list(publicRag)})`)
   }

@@ -25,7 +25,8 @@ function assertFormat (t: Test, response: RawResponse, status: number, error: st
   t.equal(body.error, error, `error ${error}`)
   t.type(body.message, 'string')
   t.ok(body.message.length > 0, 'a sentence')
-  t.same(Object.keys(body).sort(), ['error', 'message'], 'nothing else (no Fastify statusCode or code)')
+  t.same(Object.keys(body).sort(), ['error', 'message', 'requestId'], 'nothing else (no Fastify statusCode or code)')
+  t.equal((body as { requestId?: string }).requestId, response.headers['x-request-id'], 'the request id, as in X-Request-Id')
   for (const [name, value] of Object.entries(SECURITY_HEADERS)) t.equal(response.headers[name], value, `${name}`)
   return body
 }

@@ -41,7 +41,7 @@ async function checkDraining (t: Test, app: FastifyInstance): Promise<void> {
   t.equal(app.draining, true, 'draining from the start of close')
   const ready = await forReady.request({ method: 'GET', path: '/ready' })
   t.equal(ready.statusCode, 503, '/ready answers 503 while draining')
-  t.same(await ready.body.json(), { error: 'not_ready', message: 'Not ready: the process is shutting down', status: 'draining', checks: {} })
+  t.same(await ready.body.json(), { error: 'not_ready', message: 'Not ready: the process is shutting down', requestId: ready.headers['x-request-id'], status: 'draining', checks: {} })
   const health = await forHealth.request({ method: 'GET', path: '/health' })
   t.equal(health.statusCode, 200, 'another request on an open connection is served, not refused')
   t.equal(health.headers.connection, 'close', 'and told not to come back on that connection')

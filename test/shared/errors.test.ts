@@ -1,4 +1,5 @@
 import t from 'tap'
+import requestIdPlugin from '../../shared/request-id.ts'
 import { createServer } from 'node:net'
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
@@ -29,6 +30,7 @@ async function appThrowing (t: Teardown, errors: Record<string, () => unknown>, 
     }
   })
   const app = Fastify({ logger: { level: 'info', stream } })
+  await app.register(requestIdPlugin)
   useErrorFormat(app, GATEWAY_ERRORS, format)
   for (const [name, make] of Object.entries(errors)) {
     app.get(`/${name}`, async () => { throw make() })
@@ -98,12 +100,12 @@ t.test('registered errors keep their code and message; a 4xx keeps the Fastify m
   })
   const authCore = await app.inject({ method: 'GET', url: '/authCore' })
   t.equal(authCore.statusCode, 503)
-  t.same(authCore.json(), { error: 'auth_core_unavailable', message: 'The authentication service is unavailable, try again shortly' })
+  t.same(authCore.json(), { error: 'auth_core_unavailable', message: 'The authentication service is unavailable, try again shortly', requestId: authCore.headers['x-request-id'] })
   const redirect = await app.inject({ method: 'GET', url: '/redirect' })
   t.equal(redirect.statusCode, 400)
-  t.same(redirect.json(), { error: 'bad_redirect', message: 'The redirect target is not allowed: it must be on PUBLIC_URL or an ALLOWED_ORIGINS origin' })
+  t.same(redirect.json(), { error: 'bad_redirect', message: 'The redirect target is not allowed: it must be on PUBLIC_URL or an ALLOWED_ORIGINS origin', requestId: redirect.headers['x-request-id'] })
   const invalid = await app.inject({ method: 'GET', url: '/invalidJson' })
-  t.same(invalid.json(), { error: 'invalid_json', message: 'The request body is not valid JSON' })
+  t.same(invalid.json(), { error: 'invalid_json', message: 'The request body is not valid JSON', requestId: invalid.headers['x-request-id'] })
   const fastifyJson = await app.inject({ method: 'POST', url: '/echo', headers: { 'content-type': 'application/json' }, payload: '{"a":' })
   t.equal(fastifyJson.statusCode, 400)
   t.equal(fastifyJson.json().error, 'invalid_json')
@@ -111,7 +113,7 @@ t.test('registered errors keep their code and message; a 4xx keeps the Fastify m
   t.equal(media.statusCode, 415)
   t.equal(media.json().error, 'unsupported_media_type')
   const missing = await app.inject({ method: 'GET', url: '/nowhere' })
-  t.same(missing.json(), { error: 'not_found', message: 'Route GET /nowhere not found' })
+  t.same(missing.json(), { error: 'not_found', message: 'Route GET /nowhere not found', requestId: missing.headers['x-request-id'] })
 })
 
 t.test('Postgres connection failures answer 503 database_unavailable', async (t) => {
@@ -126,7 +128,7 @@ t.test('Postgres connection failures answer 503 database_unavailable', async (t)
   for (const name of ['adminShutdown', 'connectionFailure', 'terminated', 'real']) {
     const response = await app.inject({ method: 'GET', url: `/${name}` })
     t.equal(response.statusCode, 503, `${name}: 503`)
-    t.same(response.json(), { error: 'database_unavailable', message: 'The database is unavailable, try again shortly' }, `${name}: database_unavailable`)
+    t.same(response.json(), { error: 'database_unavailable', message: 'The database is unavailable, try again shortly', requestId: response.headers['x-request-id'] }, `${name}: database_unavailable`)
   }
   t.ok(logs.some((line) => line.level === 50 && line.err?.code === 'ECONNREFUSED'), 'the real refusal is logged with its cause')
 })
@@ -197,7 +199,7 @@ t.test('a query failing for a missing table answers 503 database_schema_outdated
   }, () => {}, { schema })
   const missing = await app.inject({ method: 'GET', url: '/missingTable' })
   t.equal(missing.statusCode, 503)
-  t.same(missing.json(), { error: 'database_schema_outdated', message: 'The database schema is missing or out of date, try again once the migrations have run' })
+  t.same(missing.json(), { error: 'database_schema_outdated', message: 'The database schema is missing or out of date, try again once the migrations have run', requestId: missing.headers['x-request-id'] })
   t.ok(logs.some((line) => line.level === 50 && line.err?.code === '42P01'), 'logged at error with its cause')
   t.equal(checks, 1, 'the schema was checked once')
 

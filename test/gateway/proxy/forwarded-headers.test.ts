@@ -5,14 +5,15 @@ import { allowedHeaders, AUTH_CORE_REQUEST_HEADERS, clientResponseHeaders, UPSTR
 const SMUGGLED = ['remote-user', 'x-forwarded-preferred-username', 'x-forwarded-groups', 'x-forwarded-access-token', 'x-forwarded-uri', 'x-original-method', 'x-amzn-oidc-identity', 'x-goog-authenticated-user-email', 'x-ms-client-principal-name', 'x-jwt-assertion', 'x-id-token', 'impersonate-user', 'x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'x-role', 'x-groups']
 
 t.test('only allowlisted client headers reach an upstream', async (t) => {
-  const client: Record<string, string> = { 'content-type': 'application/json', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'x-random-header': '1' }
+  const client: Record<string, string> = { 'content-type': 'application/json', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'x-random-header': '1', 'x-request-id': 'chosen-by-the-client' }
   for (const name of SMUGGLED) client[name] = 'admin'
-  const headers = upstreamRequestHeaders(client, { clientIp: '203.0.113.9', host: 'gateway.example', protocol: 'https', identity: null })
+  const headers = upstreamRequestHeaders(client, { clientIp: '203.0.113.9', host: 'gateway.example', protocol: 'https', identity: null, requestId: 'the-request' })
   for (const name of SMUGGLED) t.equal(headers[name], undefined, `${name} dropped`)
   t.equal(headers['x-random-header'], undefined, 'a header nobody listed is dropped too')
   t.equal(headers.traceparent, client.traceparent, 'tracing headers pass')
   t.equal(headers['content-type'], 'application/json')
-  for (const name of Object.keys(headers)) t.ok(UPSTREAM_REQUEST_HEADERS.has(name) || ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto'].includes(name), `${name} is allowed`)
+  t.equal(headers['x-request-id'], 'the-request', 'the request\'s own id, not the client\'s')
+  for (const name of Object.keys(headers)) t.ok(UPSTREAM_REQUEST_HEADERS.has(name) || ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-request-id'].includes(name), `${name} is allowed`)
 })
 
 t.test('auth-core receives its allowlist: cookie and the origin and fetch-metadata headers, no hop-by-hop', async (t) => {
@@ -32,13 +33,14 @@ t.test('an upstream receives no client identity, hop-by-hop or Connection-listed
     cookie: 'a=b',
     'transfer-encoding': 'chunked',
     host: 'gateway.example'
-  }, { clientIp: '203.0.113.9', host: 'gateway.example', protocol: 'https', identity: { token: 'signed', userId: 'u1' } })
+  }, { clientIp: '203.0.113.9', host: 'gateway.example', protocol: 'https', identity: { token: 'signed', userId: 'u1' }, requestId: 'the-request' })
   t.same(headers, {
     'content-type': 'application/json',
     accept: 'application/json',
     'x-forwarded-for': '203.0.113.9',
     'x-forwarded-host': 'gateway.example',
     'x-forwarded-proto': 'https',
+    'x-request-id': 'the-request',
     authorization: 'Bearer signed',
     'x-user-id': 'u1'
   })

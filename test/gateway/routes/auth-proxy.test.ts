@@ -107,7 +107,7 @@ t.test('health and readiness; auth-core down answers 503 at once and /ready name
   const down = await gateway.inject({ method: 'POST', url: '/auth/sign-in/email', headers: { origin: TEST_ORIGIN }, payload: { email: uniqueEmail(), password: PASSWORD } })
   t.equal(down.statusCode, 503)
   // A refused connection, answered as such: waiting on auth-core's deadline would be 504 upstream_timeout.
-  t.same(down.json(), { error: 'auth_core_unavailable', message: 'The authentication service is unavailable, try again shortly' })
+  t.same(down.json(), { error: 'auth_core_unavailable', message: 'The authentication service is unavailable, try again shortly', requestId: down.headers['x-request-id'] })
 
   const notReady = await gateway.inject({ method: 'GET', url: '/ready' })
   t.equal(notReady.statusCode, 503)

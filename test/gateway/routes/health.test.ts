@@ -72,7 +72,7 @@ async function assertNotReady (t: Test, stack: Stack, logs: LogLine[], postgres:
   t.equal(body.status, 'not_ready')
   t.equal(body.error, 'not_ready')
   t.match(body.message, named, 'the message names what is down')
-  t.same(Object.keys(body).sort(), ['checks', 'error', 'message', 'status'])
+  t.same(Object.keys(body).sort(), ['checks', 'error', 'message', 'requestId', 'status'])
   t.notMatch(response.body, /ECONN|127\.0\.0\.1|does not exist|terminat|timed out|answered|auth_gateway_test/, 'no internal text in the body')
   const warned = logs.filter((line) => line.level === 40 && line.msg === 'readiness check failed')
   const down = Object.entries({ postgres, authCore }).filter(([, state]) => state === 'down').map(([name]) => name)

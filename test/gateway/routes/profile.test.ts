@@ -121,7 +121,7 @@ t.test('profile API end to end', async (t) => {
           const response = await postProfile(reader, stack, { [field]: 'something', ...consent })
           t.equal(response.status, 400, `${field} with ${JSON.stringify(consent)}`)
           t.equal(response.headers.get('cache-control'), 'no-store')
-          t.same(await response.json(), { error: 'consent_required', message: CONSENT_MESSAGE })
+          t.same(await response.json(), { error: 'consent_required', message: CONSENT_MESSAGE, requestId: response.headers.get('x-request-id') })
         }
       }
     }
@@ -286,7 +286,7 @@ t.test('profile API end to end', async (t) => {
       const payload = await response.json() as ErrorBody
       t.type(payload.error, 'string', `${name}: error code`)
       t.type(payload.message, 'string', `${name}: message`)
-      t.same(Object.keys(payload).sort(), ['error', 'message'], `${name}: nothing else in the body`)
+      t.same(Object.keys(payload).sort(), ['error', 'message', 'requestId'], `${name}: nothing else in the body`)
       if (mentions !== undefined) t.match(payload.message, mentions, `${name}: the message names the field`)
       t.equal(response.headers.get('cache-control'), 'no-store', `${name}: not cached`)
     }
@@ -305,7 +305,7 @@ t.test('profile API end to end', async (t) => {
 
     const foreign = await send('POST', { 'content-type': 'application/json', origin: FOREIGN_ORIGIN }, json)
     t.equal(foreign.status, 403)
-    t.same(await foreign.json(), { error: 'csrf_rejected', message: 'Cross-site request refused: the request must come from an allowed origin' })
+    t.same(await foreign.json(), { error: 'csrf_rejected', message: 'Cross-site request refused: the request must come from an allowed origin', requestId: foreign.headers.get('x-request-id') })
     const neither = await send('POST', { 'content-type': 'application/json' }, json)
     t.equal(neither.status, 403, 'neither Origin nor Referer')
     const foreignReferer = await send('POST', { 'content-type': 'application/json', referer: `${FOREIGN_ORIGIN}/x` }, json)

@@ -109,6 +109,6 @@ t.test('a buffered answer whose body stops: 504 at the deadline', async (t) => {
   const response = await within('the answer', GUARD_MS, pending)
   const elapsed = performance.now() - started
   t.equal(response.status, 504)
-  t.same(await response.json(), { error: 'upstream_timeout', message: 'The rag service did not answer in time' })
+  t.same(await response.json(), { error: 'upstream_timeout', message: 'The rag service did not answer in time', requestId: response.headers.get('x-request-id') })
   t.ok(elapsed >= 290 && elapsed < 1500, `after ${elapsed.toFixed(0)} ms (deadline 300 ms)`)
 })

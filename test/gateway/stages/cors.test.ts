@@ -33,7 +33,7 @@ t.test('errors to an allowed origin carry CORS headers, so the page can read the
   t.equal(unauthorized.status, 401)
   t.equal(unauthorized.headers.get('access-control-allow-origin'), TEST_ORIGIN)
   t.equal(unauthorized.headers.get('access-control-allow-credentials'), 'true')
-  t.same(await unauthorized.json(), { error: 'unauthorized', message: 'Sign in to use this endpoint' })
+  t.same(await unauthorized.json(), { error: 'unauthorized', message: 'Sign in to use this endpoint', requestId: unauthorized.headers.get('x-request-id') })
 
   // Raw: fetch would resolve the `%2e%2e` before sending.
   const badPath = await rawRequest(stack.url, 'GET', '/api/%2e%2e/x', [['Origin', TEST_ORIGIN]])

@@ -94,7 +94,7 @@ t.test('TRUST_PROXY=1: the session records the canonical address', async (t) => 
 
 t.test('the host and protocol auth-core is told are those of PUBLIC_URL', async (t) => {
   // What Fastify resolves under TRUST_PROXY from a client's X-Forwarded-For/-Host/-Proto.
-  const request = { ip: '::FFFF:9.9.9.9', host: 'evil.example', protocol: 'gopher', socket: { remoteAddress: '127.0.0.1' } }
+  const request = { id: 'req-1', ip: '::FFFF:9.9.9.9', host: 'evil.example', protocol: 'gopher', socket: { remoteAddress: '127.0.0.1' } }
   const headers = forwardedHeaders('https://docs.example.com')(request, { 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'gopher', cookie: 'a=b' })
   t.equal(headers['x-forwarded-for'], '9.9.9.9')
   t.equal(headers['x-forwarded-host'], 'docs.example.com')
