@@ -2,17 +2,17 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { existsSync, mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { chromium } from 'playwright-core'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import type { Stack } from '../../gateway/cli/stack.ts'
 import { startTestStack, uniqueEmail, verifyIdentityToken } from '../helper.ts'
 import type { Teardown } from '../helper.ts'
 import { recordingUpstream } from '../upstream.ts'
 import type { RecordingUpstream } from '../upstream.ts'
+import { CHROMIUM, click, launchChromium, newContext as newBrowserContext, openPage as openTestPage, settle } from './browser.ts'
+import type { Settled } from './browser.ts'
 import { buildFrontend, serveStatic } from './frontend.ts'
 import type { StaticSite } from './frontend.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 const SCREENSHOT_DIR = fileURLToPath(new URL('../../.tap/screenshots/', import.meta.url))
 const PASSWORD = 'correct horse battery'
 const CONSENT_MESSAGE = 'Consent must be given to store background information'
@@ -29,36 +29,11 @@ interface Fixture {
   disallowed: StaticSite
 }
 
-interface Settled {
-  status: string
-  error: string | null
-}
-
-async function settle (page: Page, before: number): Promise<Settled> {
-  await page.waitForFunction((count) => Number(document.body.dataset.actions ?? '0') > count, before)
-  const error = page.locator('#error')
-  return {
-    status: (await page.locator('#status').textContent()) ?? '',
-    error: await error.isVisible() ? await error.textContent() : null
-  }
-}
-
-/** Clicks a button and waits until the page has finished the action it started. */
-async function click (page: Page, selector: string): Promise<Settled> {
-  const before = Number(await page.locator('body').getAttribute('data-actions') ?? '0')
-  await page.click(selector)
-  return settle(page, before)
-}
-
-/** Opens the test page on `site`, pointed at the gateway, once its first session look-up has finished. */
 // Uncaught errors of every page; each test checks that its pages raised none.
 const pageErrors: string[] = []
 
 async function openPage (context: BrowserContext, site: StaticSite, gateway: string): Promise<{ page: Page, initial: Settled }> {
-  const page = await context.newPage()
-  page.on('pageerror', (err) => { pageErrors.push(`${site.origin}: ${err.message}`) })
-  await page.goto(`${site.origin}/?gateway=${encodeURIComponent(gateway)}`)
-  return { page, initial: await settle(page, 0) }
+  return openTestPage(context, site.origin, gateway, pageErrors)
 }
 
 async function fillProfile (page: Page, consent: boolean, values = BACKGROUND): Promise<void> {
@@ -91,15 +66,6 @@ function lastRagRequest (rag: RecordingUpstream) {
   return recorded
 }
 
-async function launchChromium (t: Teardown): Promise<Browser> {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking']
-  })
-  t.teardown(() => browser.close())
-  return browser
-}
-
 async function setUp (t: Teardown): Promise<Fixture> {
   // Chromium starts while the page is bundled and the stack starts: neither needs the other.
   const launched = launchChromium(t)
@@ -115,9 +81,7 @@ async function setUp (t: Teardown): Promise<Fixture> {
 }
 
 async function newContext (t: Teardown, fixture: Fixture): Promise<BrowserContext> {
-  const context = await fixture.browser.newContext({ viewport: { width: 900, height: 1100 } })
-  t.teardown(() => context.close())
-  return context
+  return newBrowserContext(t, fixture.browser)
 }
 
 if (!existsSync(CHROMIUM)) {

@@ -1,8 +1,11 @@
 // The test frontend: what a Docusaurus page does with `@auth-gateway/client`, without React.
 import { createGatewayClient } from '@auth-gateway/client'
 
-const gatewayUrl = new URLSearchParams(location.search).get('gateway') ?? 'http://localhost:8000'
+const query = new URLSearchParams(location.search)
+const gatewayUrl = query.get('gateway') ?? 'http://localhost:8000'
 const client = createGatewayClient({ baseURL: gatewayUrl })
+/** Where mailed links land: this page, on this site (an allowed origin), pointed at the same gateway. */
+const landing = `${location.origin}/?gateway=${encodeURIComponent(gatewayUrl)}`
 
 function byId<T extends HTMLElement = HTMLElement> (id: string): T {
   const element = document.getElementById(id)
@@ -65,6 +68,7 @@ async function showSession (): Promise<string | null> {
     byId('session').textContent = 'Session unavailable'
     return authMessage(error)
   }
+  document.body.dataset.secondFactor = 'false'
   document.body.dataset.signedIn = String(data !== null)
   if (data === null) {
     byId('session').textContent = 'Not signed in'
@@ -80,15 +84,75 @@ async function showSession (): Promise<string | null> {
 
 byId('sign-up').addEventListener('click', () => {
   void act('sign-up', async () => {
-    const { error } = await client.auth.signUp.email({ name: input('name').value, email: input('email').value, password: input('password').value })
+    // The verification link (when addresses must be verified) lands back on this page.
+    const { error } = await client.auth.signUp.email({ name: input('name').value, email: input('email').value, password: input('password').value, callbackURL: landing })
     return error === null ? showSession() : authMessage(error)
   })
 })
 
 byId('sign-in').addEventListener('click', () => {
   void act('sign-in', async () => {
-    const { error } = await client.auth.signIn.email({ email: input('email').value, password: input('password').value })
-    return error === null ? showSession() : authMessage(error)
+    const { data, error } = await client.auth.signIn.email({ email: input('email').value, password: input('password').value })
+    if (error !== null) return authMessage(error)
+    // Two-factor sign-in: the password was right; the code comes next (#verify-totp).
+    if (data !== null && 'twoFactorRedirect' in data && data.twoFactorRedirect === true) {
+      document.body.dataset.secondFactor = 'true'
+      byId('session').textContent = 'Enter the code from your authenticator'
+      return null
+    }
+    return showSession()
+  })
+})
+
+byId('resend-verification').addEventListener('click', () => {
+  void act('resend-verification', async () => {
+    const { error } = await client.account.sendVerificationEmail(input('email').value, landing)
+    if (error !== null) return error.message
+    byId('account-status').textContent = 'Verification mail sent'
+    return null
+  })
+})
+
+byId('forgot-password').addEventListener('click', () => {
+  void act('forgot-password', async () => {
+    const { error } = await client.account.requestPasswordReset(input('email').value, landing)
+    if (error !== null) return error.message
+    byId('account-status').textContent = 'If that address has an account, a reset link is on its way'
+    return null
+  })
+})
+
+// A reset link lands here with `?token=`: the form to choose the new password.
+const resetToken = query.get('token')
+byId('reset').hidden = resetToken === null
+byId('reset-password').addEventListener('click', () => {
+  void act('reset-password', async () => {
+    const { error } = await client.account.resetPassword(resetToken ?? '', input('new-password').value)
+    if (error !== null) return error.message
+    byId('account-status').textContent = 'Password changed: sign in with the new one'
+    byId('reset').hidden = true
+    return null
+  })
+})
+
+byId('enable-2fa').addEventListener('click', () => {
+  void act('enable-2fa', async () => {
+    const { data, error } = await client.auth.twoFactor.enable({ password: input('password').value })
+    if (error !== null) return authMessage(error)
+    if (data.method !== 'totp') return `Expected an authenticator enrolment, got ${data.method}`
+    byId('totp-uri').textContent = data.totpURI
+    byId('backup-codes').textContent = data.backupCodes.join(' ')
+    return null
+  })
+})
+
+// Confirms the enrolment, or answers the sign-in challenge.
+byId('verify-totp').addEventListener('click', () => {
+  void act('verify-totp', async () => {
+    const { error } = await client.auth.twoFactor.verifyTotp({ code: input('totp-code').value })
+    if (error !== null) return authMessage(error)
+    byId('account-status').textContent = 'Two-factor sign-in is on'
+    return showSession()
   })
 })
 
@@ -127,5 +191,27 @@ byId('ask').addEventListener('click', () => {
     return null
   })
 })
+
+let streaming: AbortController | null = null
+
+byId('ask-stream').addEventListener('click', () => {
+  void act('ask-stream', async () => {
+    const answer = byId('answer')
+    answer.textContent = ''
+    streaming = new AbortController()
+    try {
+      for await (const event of client.rag.stream('/api/v1/query', { question: input('question').value }, { signal: streaming.signal })) {
+        if (event.error !== undefined) return event.error.message
+        const { token } = JSON.parse(event.data) as { token?: unknown }
+        if (typeof token === 'string') answer.textContent += token
+      }
+      return null
+    } finally {
+      streaming = null
+    }
+  })
+})
+
+byId('stop').addEventListener('click', () => { streaming?.abort() })
 
 void act('session', showSession)
