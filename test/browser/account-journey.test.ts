@@ -20,6 +20,7 @@ import type { StaticSite } from './frontend.ts'
 const PASSWORD = 'correct horse battery'
 const NEW_PASSWORD = 'a new and longer passphrase'
 const GUARD_MS = 10_000
+const VERIFY_FIRST = 'Verify your email address first: follow the link in the mail we sent you, or resend it.'
 
 interface Fixture {
   browser: Browser
@@ -61,6 +62,14 @@ async function sessionText (page: Page): Promise<string | null> {
   return page.textContent('#session')
 }
 
+/** A six-digit code the authenticator would not show now, nor one period before or after. */
+function wrongCode (authenticator: TOTP): string {
+  const valid = new Set([-1, 0, 1].map((step) => authenticator.generate({ timestamp: Date.now() + step * authenticator.period * 1000 })))
+  const code = ['000000', '111111', '222222', '333333'].find((candidate) => !valid.has(candidate))
+  if (code === undefined) throw new Error('no wrong code left')
+  return code
+}
+
 /** Signs up on the page and follows the verification link: the reader is then signed in there. */
 async function verifiedReader (t: Test, fixture: Fixture, context: BrowserContext, email: string): Promise<Page> {
   const { page } = await openPage(context, fixture.site.origin, fixture.gateway, pageErrors)
@@ -86,12 +95,13 @@ if (!existsSync(CHROMIUM)) {
     await fillAccount(page, email)
     t.same(await click(page, '#sign-up'), { status: 'sign-up: done', error: null })
     t.equal(await sessionText(page), 'Not signed in', 'no session before the address is verified')
+    t.equal(await page.textContent('#account-status'), 'Check your mailbox: the link in it signs you in')
     const first = await fixture.mail.next(email)
     t.match(first.subject, /verify|confirm/i, 'a verification mail')
 
     const refused = await click(page, '#sign-in')
-    t.equal(refused.status, 'sign-in: failed')
-    t.match(refused.error, /verif/i, 'the page shows why: the address is not verified')
+    t.same(refused, { status: 'sign-in: failed', error: VERIFY_FIRST }, 'the page says why: the address is not verified')
+    t.equal(await sessionText(page), 'Not signed in')
 
     const sent = fixture.mail.mails.length
     t.same(await click(page, '#resend-verification'), { status: 'resend-verification: done', error: null })
@@ -106,6 +116,11 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await sessionText(page), `Signed in as ${email}`, 'signed in by the link')
     const { rows } = await fixture.stack.pool.query<{ emailVerified: boolean }>('SELECT "emailVerified" FROM "user" WHERE email = $1', [email])
     t.same(rows, [{ emailVerified: true }])
+
+    t.same(await click(page, '#sign-out'), { status: 'sign-out: done', error: null })
+    await fillAccount(page, email)
+    t.same(await click(page, '#sign-in'), { status: 'sign-in: done', error: null }, 'and the password signs in from now on')
+    t.equal(await sessionText(page), `Signed in as ${email}`)
     t.same(pageErrors.splice(0), [], 'no uncaught errors on the page')
   })
 
@@ -124,7 +139,8 @@ if (!existsSync(CHROMIUM)) {
     t.same(await click(page, '#forgot-password'), unknown, 'the same answer for an unknown address as for a known one')
     t.equal(await page.textContent('#account-status'), unknownStatus)
     const mail = await fixture.mail.next(email, sent)
-    t.equal(fixture.mail.mails.slice(sent).length, 1, 'and only the known address got a mail')
+    await fixture.stack.authCore.mailer.idle()
+    t.same(fixture.mail.mails.slice(sent).map((m) => m.to), [[email.toLowerCase()]], 'and only the known address got a mail')
 
     await page.goto(onGateway(fixture, mail.link))
     await settle(page, 0)
@@ -133,9 +149,10 @@ if (!existsSync(CHROMIUM)) {
     await page.fill('#new-password', NEW_PASSWORD)
     t.same(await click(page, '#reset-password'), { status: 'reset-password: done', error: null })
     t.equal(await page.textContent('#account-status'), 'Password changed: sign in with the new one')
+    t.equal(new URL(page.url()).searchParams.get('token'), null, 'the spent token leaves the address bar')
 
     await fillAccount(page, email)
-    t.equal((await click(page, '#sign-in')).status, 'sign-in: failed', 'the old password no longer works')
+    t.same(await click(page, '#sign-in'), { status: 'sign-in: failed', error: 'Invalid email or password' }, 'the old password no longer works')
     await page.fill('#password', NEW_PASSWORD)
     t.same(await click(page, '#sign-in'), { status: 'sign-in: done', error: null }, 'the new one does')
     t.equal(await sessionText(page), `Signed in as ${email}`)
@@ -159,6 +176,8 @@ if (!existsSync(CHROMIUM)) {
 
     await page.fill('#totp-code', authenticator.generate())
     t.same(await click(page, '#verify-totp'), { status: 'verify-totp: done', error: null }, 'the first code confirms the enrolment')
+    t.equal(await page.textContent('#account-status'), 'Two-factor sign-in is on')
+    t.equal(await page.textContent('#totp-uri'), '', 'the secret does not stay on the screen')
     const { rows } = await fixture.stack.pool.query<{ on: boolean }>('SELECT "twoFactorEnabled" AS "on" FROM "user" WHERE email = $1', [email])
     t.same(rows, [{ on: true }])
 
@@ -168,15 +187,15 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await sessionText(page), 'Enter the code from your authenticator', 'and the page asks for the second factor')
     t.equal(await page.getAttribute('body', 'data-second-factor'), 'true')
 
-    const right = authenticator.generate({ timestamp: Date.now() + 30_000 })
-    await page.fill('#totp-code', right === '000000' ? '111111' : '000000')
-    const wrong = await click(page, '#verify-totp')
-    t.equal(wrong.status, 'verify-totp: failed', 'a wrong code is refused')
-    t.ok(wrong.error !== null && wrong.error.length > 0, `with a message (${String(wrong.error)})`)
+    await page.fill('#totp-code', wrongCode(authenticator))
+    t.same(await click(page, '#verify-totp'), { status: 'verify-totp: failed', error: 'Invalid code' }, 'a wrong code is refused')
+    t.equal(await sessionText(page), 'Enter the code from your authenticator', 'and the reader is not signed in')
+    const right = authenticator.generate({ timestamp: Date.now() + authenticator.period * 1000 })
     // The next period's code: the enrolment's was spent (a code works once).
     await page.fill('#totp-code', right)
     t.same(await click(page, '#verify-totp'), { status: 'verify-totp: done', error: null })
     t.equal(await sessionText(page), `Signed in as ${email}`, 'signed in with the second factor')
+    t.equal(await page.textContent('#account-status'), 'Signed in with your second factor')
     t.same(pageErrors.splice(0), [], 'no uncaught errors on the page')
   })
 
@@ -200,6 +219,8 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await page.textContent('#status'), 'ask-stream…', 'still streaming')
     exchange.res.end(sseEvent({ sources: ['ch3'] }, 'done'))
     t.same(await settle(page, before), { status: 'ask-stream: done', error: null }, 'done when the stream ends')
+    t.equal(await page.textContent('#answer-state'), 'Answer complete')
+    t.equal(await page.textContent('#answer'), shown, 'the closing event adds no text')
 
     const next = await actionsOf(page)
     await page.click('#ask-stream')
@@ -211,6 +232,19 @@ if (!existsSync(CHROMIUM)) {
     t.same(await settle(page, next), { status: 'ask-stream: done', error: null }, 'Stop ends the answer without an error')
     await t.resolves(within('the upstream sees its call closed', GUARD_MS, stopped.closed), 'the upstream call is closed')
     t.equal(await page.textContent('#answer'), 'Partial', 'what came stays on the page')
+    t.equal(await page.textContent('#answer-state'), 'Stopped')
+
+    const failing = await actionsOf(page)
+    await page.click('#ask-stream')
+    const cut = await fixture.rag.nextExchange()
+    startEventStream(cut)
+    await cut.write(sseEvent({ token: 'Half' }))
+    await page.waitForFunction(() => document.getElementById('answer')?.textContent === 'Half', undefined, { timeout: GUARD_MS })
+    cut.res.socket?.destroy()
+    const broken = await settle(page, failing)
+    t.equal(broken.status, 'ask-stream: failed', 'an upstream cut mid-answer ends it as a failure, not a hang')
+    t.match(broken.error, /^The rag service /, 'with the gateway\'s message from its closing error event')
+    t.equal(await page.textContent('#answer-state'), 'The answer failed')
     t.same(pageErrors.splice(0), [], 'no uncaught errors on the page')
   })
 }

@@ -21,6 +21,9 @@ function showError (message: string | null): void {
   error.hidden = message === null
 }
 
+/** What the page says when sign-in is refused because the address is not verified yet. */
+const VERIFY_FIRST = 'Verify your email address first: follow the link in the mail we sent you, or resend it.'
+
 /** better-auth's errors carry `message` (and sometimes only `statusText`). */
 function authMessage (error: { message?: string, statusText?: string, status?: number }): string {
   return error.message ?? error.statusText ?? `The gateway answered ${String(error.status)}`
@@ -85,15 +88,19 @@ async function showSession (): Promise<string | null> {
 byId('sign-up').addEventListener('click', () => {
   void act('sign-up', async () => {
     // The verification link (when addresses must be verified) lands back on this page.
-    const { error } = await client.auth.signUp.email({ name: input('name').value, email: input('email').value, password: input('password').value, callbackURL: landing })
-    return error === null ? showSession() : authMessage(error)
+    byId('account-status').textContent = ''
+    const { data, error } = await client.auth.signUp.email({ name: input('name').value, email: input('email').value, password: input('password').value, callbackURL: landing })
+    if (error !== null) return authMessage(error)
+    // With REQUIRE_EMAIL_VERIFICATION no session comes back: the mailed link signs the reader in.
+    if (data.token === null) byId('account-status').textContent = 'Check your mailbox: the link in it signs you in'
+    return showSession()
   })
 })
 
 byId('sign-in').addEventListener('click', () => {
   void act('sign-in', async () => {
     const { data, error } = await client.auth.signIn.email({ email: input('email').value, password: input('password').value })
-    if (error !== null) return authMessage(error)
+    if (error !== null) return error.code === 'EMAIL_NOT_VERIFIED' ? VERIFY_FIRST : authMessage(error)
     // Two-factor sign-in: the password was right; the code comes next (#verify-totp).
     if (data !== null && 'twoFactorRedirect' in data && data.twoFactorRedirect === true) {
       document.body.dataset.secondFactor = 'true'
@@ -131,6 +138,8 @@ byId('reset-password').addEventListener('click', () => {
     if (error !== null) return error.message
     byId('account-status').textContent = 'Password changed: sign in with the new one'
     byId('reset').hidden = true
+    // The token is spent: keep it out of the address bar and the history.
+    history.replaceState(null, '', landing)
     return null
   })
 })
@@ -149,9 +158,16 @@ byId('enable-2fa').addEventListener('click', () => {
 // Confirms the enrolment, or answers the sign-in challenge.
 byId('verify-totp').addEventListener('click', () => {
   void act('verify-totp', async () => {
+    const challenged = document.body.dataset.secondFactor === 'true'
     const { error } = await client.auth.twoFactor.verifyTotp({ code: input('totp-code').value })
     if (error !== null) return authMessage(error)
-    byId('account-status').textContent = 'Two-factor sign-in is on'
+    byId('account-status').textContent = challenged ? 'Signed in with your second factor' : 'Two-factor sign-in is on'
+    if (!challenged) {
+      // Enrolled: the secret and the codes are not left on the screen.
+      byId('totp-uri').textContent = ''
+      byId('backup-codes').textContent = ''
+    }
+    input('totp-code').value = ''
     return showSession()
   })
 })
@@ -194,17 +210,33 @@ byId('ask').addEventListener('click', () => {
 
 let streaming: AbortController | null = null
 
+/** A streamed event's text: `{ "token": "…" }` as the RAG service sends it (docs/streaming.md); anything else adds nothing. */
+function tokenOf (data: string): string {
+  try {
+    const { token } = JSON.parse(data) as { token?: unknown }
+    return typeof token === 'string' ? token : ''
+  } catch {
+    return ''
+  }
+}
+
 byId('ask-stream').addEventListener('click', () => {
   void act('ask-stream', async () => {
     const answer = byId('answer')
     answer.textContent = ''
-    streaming = new AbortController()
+    const state = byId('answer-state')
+    state.textContent = 'Answering…'
+    const controller = new AbortController()
+    streaming = controller
     try {
-      for await (const event of client.rag.stream('/api/v1/query', { question: input('question').value }, { signal: streaming.signal })) {
-        if (event.error !== undefined) return event.error.message
-        const { token } = JSON.parse(event.data) as { token?: unknown }
-        if (typeof token === 'string') answer.textContent += token
+      for await (const event of client.rag.stream('/api/v1/query', { question: input('question').value }, { signal: controller.signal })) {
+        if (event.error !== undefined) {
+          state.textContent = 'The answer failed'
+          return event.error.message
+        }
+        if (event.event === 'message' || event.event === 'token') answer.textContent += tokenOf(event.data)
       }
+      state.textContent = controller.signal.aborted ? 'Stopped' : 'Answer complete'
       return null
     } finally {
       streaming = null
