@@ -7,6 +7,8 @@ import { expectedSchema, SchemaWatch } from '../shared/schema-status.ts'
 import { earlyErrorHeaders, GATEWAY_ERRORS } from './errors.ts'
 import { writeOrigins } from './guards/csrf.ts'
 import { DEFAULT_RULES } from './access/rules.ts'
+import { loadAccessRules } from './access/rules-file.ts'
+import { APP_ROUTE } from './route-paths.ts'
 import upstreamsPlugin from './plugins/upstreams.ts'
 import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
@@ -80,7 +82,9 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(pgPlugin, { pool: options.pool, schema })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
-  await registerPipeline(app, config, DEFAULT_RULES)
+  // ACCESS_RULES_FILE refines the app upstream's catch-all, which is then decided by path.
+  const fileRules = config.accessRulesFile === undefined ? [] : loadAccessRules(config.accessRulesFile, DEFAULT_RULES)
+  await registerPipeline(app, config, [...DEFAULT_RULES, ...fileRules], new Set(fileRules.length === 0 ? [] : [APP_ROUTE]))
 
   await app.register(healthRoutes, { publicUrl: config.publicUrl })
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })

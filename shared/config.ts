@@ -50,6 +50,8 @@ export interface CommonConfig {
 export interface GatewayConfig extends CommonConfig {
   /** @default 8000 */
   port: number
+  /** More access rules for the app upstream, JSON (gateway/access/rules-file.ts); read and checked when the gateway is built. */
+  accessRulesFile: string | undefined
   /** @default '127.0.0.1' */
   host: string
   /** @default 'http://127.0.0.1:3001' */
@@ -452,6 +454,7 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
     authCoreUrl: httpUrl(env, 'AUTH_CORE_URL', `http://127.0.0.1:${authCorePort}`) as string,
     ragUpstreamUrl: httpUrl(env, 'RAG_UPSTREAM_URL'),
     appUpstreamUrl: httpUrl(env, 'APP_UPSTREAM_URL'),
+    accessRulesFile: present(env, 'ACCESS_RULES_FILE'),
     authRateLimitMax: integer(env, 'AUTH_RATE_LIMIT_MAX', 5, 1, 1_000_000_000),
     authRateLimitWindow: duration(env, 'AUTH_RATE_LIMIT_WINDOW', '15 minutes'),
     rateLimitMax: integer(env, 'RATE_LIMIT_MAX', 300, 1, 1_000_000_000),

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { anonymousDecisions } from '../access/is-endpoint-accessible.ts'
+import { anonymousDecisions, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
 import type { Decision } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
 import type { Resolution } from '../identity/identity-resolver.ts'
@@ -18,6 +18,17 @@ declare module 'fastify' {
 
 export interface IdentityStageOptions {
   rules: readonly AccessRule[]
+  /**
+   * Routes decided by the request's (normalised) path rather than their pattern: the app upstream's
+   * catch-all when `ACCESS_RULES_FILE` refines it. @default none
+   */
+  byPath?: ReadonlySet<string>
+}
+
+/** The path of a normalised target, without its query. */
+function pathOf (url: string): string {
+  const query = url.indexOf('?')
+  return query === -1 ? url : url.slice(0, query)
 }
 
 /**
@@ -29,6 +40,7 @@ export interface IdentityStageOptions {
  */
 async function identityStage (app: FastifyInstance, options: IdentityStageOptions): Promise<void> {
   const decideAnonymous = anonymousDecisions(options.rules)
+  const byPath = options.byPath ?? new Set<string>()
   app.decorateRequest('policyFacts', null)
 
   const keep = (request: FastifyRequest, resolution: Resolution): void => {
@@ -40,11 +52,16 @@ async function identityStage (app: FastifyInstance, options: IdentityStageOption
     // Unmatched requests go on to the 404 handler.
     if (request.is404) return done()
     // Fastify builds `routeOptions` on every read: read once.
-    const { url: route, config } = request.routeOptions
-    if (route === undefined) return done()
-    const anonymous = decideAnonymous(request.method, route)
+    const { url: pattern, config } = request.routeOptions
+    if (pattern === undefined) return done()
+    // A route refined by path is decided by the path (never memoised: paths are the client's to vary),
+    // and a public path on it still learns a signed-in caller, like the RAG routes.
+    const refined = byPath.has(pattern)
+    const route = refined ? pathOf(request.url) : pattern
+    const anonymous = refined ? isEndpointAccessible(options.rules, { method: request.method, path: route, identity: null }) : decideAnonymous(request.method, route)
     request.policyFacts = { route, anonymous }
-    if ((anonymous.allowed && config.identity !== 'optional') || (!anonymous.allowed && anonymous.reason === 'no_rule')) return done()
+    const optional = refined || config.identity === 'optional'
+    if ((anonymous.allowed && !optional) || (!anonymous.allowed && anonymous.reason === 'no_rule')) return done()
     const known = app.identities.resolveNow(request)
     if (known !== undefined) {
       keep(request, known)
