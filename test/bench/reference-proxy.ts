@@ -5,8 +5,9 @@ import { Pool } from 'undici'
 
 /*
  * Reference points for the gateway's overhead, each the least a proxy of its kind does: `node` is
- * plain node:http forwarding over an undici pool with buffered bodies; `fastify` is a bare Fastify
- * route doing the same. No policy, headers, limits or identity.
+ * plain node:http forwarding over an undici pool with buffered bodies (an event stream piped as it
+ * comes, for the streaming scenarios); `fastify` is a bare Fastify route doing the same. No policy,
+ * headers, limits or identity.
  */
 const [kind, upstreamUrl] = process.argv.slice(2)
 const pool = new Pool(upstreamUrl, { connections: 128 })
@@ -35,6 +36,14 @@ if (kind === 'fastify') {
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => {
+      if (req.headers.accept === 'text/event-stream') {
+        pool.request({ method: 'POST', path: req.url ?? '/', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: Buffer.concat(chunks) }).then(async (answer) => {
+          res.writeHead(answer.statusCode, { 'content-type': 'text/event-stream' })
+          for await (const chunk of answer.body) res.write(chunk)
+          res.end()
+        }).catch(() => { res.destroy() })
+        return
+      }
       forward(req.url ?? '/', Buffer.concat(chunks)).then((answer) => {
         res.writeHead(answer.status, { 'content-type': 'application/json', 'content-length': answer.body.length })
         res.end(answer.body)

@@ -30,7 +30,7 @@ const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
 const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
 type Scenario = typeof SCENARIOS[number]
 // Streamed answers (streams.ts): first-event latency straight and through the gateway, and many open at once.
-const STREAM_SCENARIOS = ['stream-direct', 'stream', 'streams-open'] as const
+const STREAM_SCENARIOS = ['stream-direct', 'stream-node-proxy', 'stream', 'streams-open'] as const
 type StreamScenario = typeof STREAM_SCENARIOS[number]
 const OPEN_STREAMS = 500
 const DEFAULT_READERS = 5000
@@ -108,12 +108,17 @@ async function settle (services: ChildProcess[]): Promise<void> {
   }
 }
 
-function streamLines (streaming: { direct: StreamFigures | null, gateway: StreamFigures | null, open: OpenStreamsFigures | null, firstEventOverheadP50Ms: number | null }): string[] {
+function overhead (through: StreamFigures | null, direct: StreamFigures | null): number | null {
+  return through === null || direct === null ? null : Math.round((through.firstEventP50 - direct.firstEventP50) * 100) / 100
+}
+
+function streamLines (streaming: { direct: StreamFigures | null, nodeProxy: StreamFigures | null, gateway: StreamFigures | null, open: OpenStreamsFigures | null, firstEventOverheadP50Ms: number | null, nodeProxyFirstEventOverheadP50Ms: number | null }): string[] {
   const lines: string[] = []
-  for (const [name, figures] of [['stream-direct', streaming.direct], ['stream', streaming.gateway]] as const) {
+  for (const [name, figures] of [['stream-direct', streaming.direct], ['stream-node-proxy', streaming.nodeProxy], ['stream', streaming.gateway]] as const) {
     if (figures !== null) lines.push(`${name.padEnd(28)} first event p50 ${figures.firstEventP50} ms, p99 ${figures.firstEventP99} ms; end p50 ${figures.totalP50} ms, p99 ${figures.totalP99} ms (${figures.streams} streams, ${figures.errors} errors)`)
   }
-  if (streaming.firstEventOverheadP50Ms !== null) lines.push(`${'first-event overhead p50'.padEnd(28)} ${streaming.firstEventOverheadP50Ms} ms`)
+  if (streaming.firstEventOverheadP50Ms !== null) lines.push(`${'first-event overhead p50'.padEnd(28)} ${streaming.firstEventOverheadP50Ms} ms (gateway − direct)`)
+  if (streaming.nodeProxyFirstEventOverheadP50Ms !== null) lines.push(`${'  of a plain node proxy'.padEnd(28)} ${streaming.nodeProxyFirstEventOverheadP50Ms} ms (node-proxy − direct: one more process on the way)`)
   const open = streaming.open
   if (open !== null) lines.push(`${`${open.streams} open streams`.padEnd(28)} gateway RSS ${open.rssBeforeMB} → ${open.rssOpenMB} MB (after: ${open.rssAfterMB} MB, ${open.errors} errors)`)
   return lines.length === 0 ? [] : ['', ...lines]
@@ -295,8 +300,8 @@ async function main (): Promise<void> {
     }
 
     // The streaming scenarios, once: latency figures of a few hundred streams each, then the open streams' memory.
-    const streaming: Record<'direct' | 'gateway', StreamFigures | null> & { open: OpenStreamsFigures | null } = { direct: null, gateway: null, open: null }
-    for (const [name, key, base] of [['stream-direct', 'direct', upstream.url], ['stream', 'gateway', gateway.url]] as const) {
+    const streaming: Record<'direct' | 'nodeProxy' | 'gateway', StreamFigures | null> & { open: OpenStreamsFigures | null } = { direct: null, nodeProxy: null, gateway: null, open: null }
+    for (const [name, key, base] of [['stream-direct', 'direct', upstream.url], ['stream-node-proxy', 'nodeProxy', nodeProxy.url], ['stream', 'gateway', gateway.url]] as const) {
       if (!selected(name)) continue
       log(`${name}: ${STREAM_EVENTS} events ${STREAM_INTERVAL_MS} ms apart, ${DURATION} s`)
       await settle(services)
@@ -352,7 +357,9 @@ async function main (): Promise<void> {
         events: STREAM_EVENTS,
         intervalMs: STREAM_INTERVAL_MS,
         ...streaming,
-        firstEventOverheadP50Ms: streaming.direct === null || streaming.gateway === null ? null : Math.round((streaming.gateway.firstEventP50 - streaming.direct.firstEventP50) * 100) / 100
+        firstEventOverheadP50Ms: overhead(streaming.gateway, streaming.direct),
+        // What one more process on the way costs on this machine: the floor of any proxy's overhead.
+        nodeProxyFirstEventOverheadP50Ms: overhead(streaming.nodeProxy, streaming.direct)
       }
     }
 
