@@ -53,6 +53,10 @@ function upstreamLimits (config: Readonly<GatewayConfig>, options: GatewayOption
 
 /** The gateway, built but not listening (`server.ts` listens; tests inject or listen on port 0). */
 export async function buildGateway (config: Readonly<GatewayConfig>, options: GatewayOptions): Promise<FastifyInstance> {
+  // Read before anything opens (a bad file throws a ConfigError): ACCESS_RULES_FILE refines the app
+  // upstream's catch-all, which is then decided by path, by the catch-all's rule and the file's only.
+  const fileRules = config.accessRulesFile === undefined ? [] : loadAccessRules(config.accessRulesFile, DEFAULT_RULES)
+  const byPath = new Map(fileRules.length === 0 ? [] : [[APP_ROUTE, [...DEFAULT_RULES.filter((rule) => rule.path === APP_ROUTE), ...fileRules]]])
   const app = Fastify({
     logger: options.logger ?? false,
     // Fastify trusts no hop for a bare number, so a hop count is given as proxy-addr's (address, hop) test.
@@ -82,9 +86,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(pgPlugin, { pool: options.pool, schema })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
-  // ACCESS_RULES_FILE refines the app upstream's catch-all, which is then decided by path.
-  const fileRules = config.accessRulesFile === undefined ? [] : loadAccessRules(config.accessRulesFile, DEFAULT_RULES)
-  await registerPipeline(app, config, [...DEFAULT_RULES, ...fileRules], new Set(fileRules.length === 0 ? [] : [APP_ROUTE]))
+  await registerPipeline(app, config, [...DEFAULT_RULES, ...fileRules], byPath)
 
   await app.register(healthRoutes, { publicUrl: config.publicUrl })
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })

@@ -24,7 +24,7 @@ import rateLimitStage from './stages/rate-limit.ts'
  *
  * CORS runs before hygiene so that a hygiene refusal sent to an allowed origin is still readable by the page.
  */
-export async function registerPipeline (app: FastifyInstance, config: Readonly<GatewayConfig>, rules: readonly AccessRule[], byPath: ReadonlySet<string> = new Set()): Promise<void> {
+export async function registerPipeline (app: FastifyInstance, config: Readonly<GatewayConfig>, rules: readonly AccessRule[], byPath: ReadonlyMap<string, readonly AccessRule[]> = new Map()): Promise<void> {
   await app.register(requestIdStage)
   await app.register(corsStage, { allowedOrigins: config.allowedOrigins })
   await app.register(hygieneStage, { publicUrl: config.publicUrl })

@@ -17,17 +17,41 @@ function methodMatches (rule: AccessRule, method: string): boolean {
   return rule.methods.some((m) => m === '*' || m === wanted)
 }
 
-/** Whether a rule's pattern covers a path: exactly, or as a prefix on a slash boundary (`/api/*`). */
+/**
+ * Whether a rule's pattern covers a path: exactly, segment by segment with a route parameter (`:id`)
+ * standing for any one non-empty segment, or as a prefix on a slash boundary (`/api/*`).
+ */
 export function patternMatches (pattern: string, path: string): boolean {
   if (pattern === path) return true
-  if (!pattern.endsWith('/*')) return false
-  const prefix = pattern.slice(0, -1) // keeps the slash: '/api/'
-  return path.startsWith(prefix)
+  const wildcard = pattern.endsWith('/*')
+  if (wildcard && !pattern.includes(':')) return path.startsWith(pattern.slice(0, -1)) // keeps the slash: '/api/'
+  if (!wildcard && !pattern.includes(':')) return false
+  const fixed = (wildcard ? pattern.slice(0, -2) : pattern).split('/')
+  const segments = path.split('/')
+  if (wildcard ? segments.length <= fixed.length : segments.length !== fixed.length) return false
+  return fixed.every((segment, i) => segment === segments[i] || (segment.startsWith(':') && segments[i] !== ''))
 }
 
-/** How specific a match is: exact beats any prefix, a longer prefix beats a shorter one. */
-function specificity (pattern: string, path: string): number {
-  return pattern === path ? Number.MAX_SAFE_INTEGER : pattern.length
+// Per segment, as find-my-way ranks them: a literal beats a parameter, a parameter beats the rest (`*`).
+const LITERAL = 2
+const PARAMETER = 1
+const REST = 0
+
+/**
+ * How specific a pattern is, compared left to right: the same pattern as the path beats everything;
+ * then, at the first segment where two patterns differ in kind, a literal beats a parameter and a
+ * parameter beats a trailing `*`. So an exact path beats any prefix and a longer prefix a shorter one.
+ */
+function specificity (pattern: string, path: string): readonly number[] {
+  if (pattern === path) return [Number.MAX_SAFE_INTEGER]
+  return pattern.split('/').slice(1).map((segment, i, all) => segment === '*' && i === all.length - 1 ? REST : segment.startsWith(':') ? PARAMETER : LITERAL)
+}
+
+function compareSpecificity (a: readonly number[], b: readonly number[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i] - b[i]
+  }
+  return a.length - b.length
 }
 
 /**
@@ -35,15 +59,16 @@ function specificity (pattern: string, path: string): number {
  * (the coverage check refuses to start on it); none is a gap.
  */
 export function matchingRules (rules: readonly AccessRule[], method: string, path: string): AccessRule[] {
-  let best = -1
+  let best: readonly number[] = []
   let found: AccessRule[] = []
   for (const rule of rules) {
     if (!methodMatches(rule, method) || !patternMatches(rule.path, path)) continue
     const score = specificity(rule.path, path)
-    if (score > best) {
+    const order = found.length === 0 ? 1 : compareSpecificity(score, best)
+    if (order > 0) {
       best = score
       found = [rule]
-    } else if (score === best) {
+    } else if (order === 0) {
       found.push(rule)
     }
   }
@@ -54,12 +79,16 @@ export function matchingRules (rules: readonly AccessRule[], method: string, pat
 export function isEndpointAccessible (rules: readonly AccessRule[], facts: RequestFacts): Decision {
   const found = matchingRules(rules, facts.method, facts.path)
   if (found.length !== 1) return { allowed: false, status: 404, reason: 'no_rule', rule: null }
-  const rule = found[0]
+  return decideByRule(found[0], facts.identity)
+}
+
+/** What one rule says of a caller (`null`: anonymous). */
+export function decideByRule (rule: AccessRule, identity: RequestFacts['identity']): Decision {
   if (rule.access === 'public') return { allowed: true, rule }
-  if (facts.identity === null) return { allowed: false, status: 401, reason: 'session_required', rule }
+  if (identity === null) return { allowed: false, status: 401, reason: 'session_required', rule }
   if (rule.access === 'session') return { allowed: true, rule }
   const role = rule.access.slice('role:'.length)
-  const held = typeof facts.identity.role === 'string' ? facts.identity.role.split(',').map((r) => r.trim()) : []
+  const held = typeof identity.role === 'string' ? identity.role.split(',').map((r) => r.trim()) : []
   return held.includes(role) ? { allowed: true, rule } : { allowed: false, status: 403, reason: 'role_required', rule }
 }
 

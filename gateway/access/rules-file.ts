@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError } from '../../shared/config.ts'
-import { matchingRules } from './is-endpoint-accessible.ts'
 import type { Access, AccessRule, RuleMethod } from './rules.ts'
 import { APP_ROUTE } from '../route-paths.ts'
 
@@ -8,27 +7,38 @@ import { APP_ROUTE } from '../route-paths.ts'
  * `ACCESS_RULES_FILE`: more rules for the app upstream, as data. A JSON array of
  * `{ "methods": [...], "path": "/api/reports/*", "access": "role:editor" }`, each refining the
  * `/api/*` catch-all (the most specific rule decides, as in the built-in table). Checked at startup
- * with the table's own test: every method of every rule must be decided by that rule alone.
+ * with the coverage proof's own rule, one request, one rule: an entry may not reach a built-in
+ * route, nor decide a request that another entry decides as specifically.
  */
 
 const VARIABLE = 'ACCESS_RULES_FILE'
 const METHODS: readonly RuleMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', '*']
+const EVERY_METHOD: ReadonlyArray<Exclude<RuleMethod, '*'>> = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
 const KEYS = ['access', 'methods', 'path']
-// Path segments as the normaliser leaves them: no dot segments, no empty segments, no encoding.
-const SEGMENT = /^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$/
-const ROLE = /^role:[a-z0-9_-]{1,64}$/
+// Segments as the normaliser leaves them (no dot segments, no empty segments, no encoding), in lower
+// case: the app upstream's paths are matched regardless of case (an upstream may route them so).
+const LITERAL = /^[a-z0-9_~-][a-z0-9._~-]*$/
+const PARAMETER = /^:[A-Za-z_][A-Za-z0-9_]*$/
+// The role names `npm run admin -- set-role` gives (gateway/cli/admin-commands.ts).
+const ROLE = /^role:[a-z][a-z0-9_-]{0,31}$/
 
 function fail (file: string, expected: string): never {
   throw new ConfigError(VARIABLE, `(${file}) ${expected}`)
 }
 
-function isValidPath (path: string): boolean {
-  if (!path.startsWith('/api/')) return false
-  const segments = path.slice(1).split('/')
-  const last = segments.at(-1)
-  const fixed = last === '*' ? segments.slice(0, -1) : segments
+/** Why a path cannot be a file rule's, or undefined when it can. */
+function pathProblem (path: string): string | undefined {
+  if (!path.startsWith('/api/')) return 'must be below /api/'
+  const segments = path.slice('/api/'.length).split('/')
+  const fixed = segments.at(-1) === '*' ? segments.slice(0, -1) : segments
   // `/api/*` itself is the catch-all (APP_ROUTE): a file refines below it.
-  return fixed.length >= 2 && fixed.every((segment) => SEGMENT.test(segment))
+  if (fixed.length === 0) return 'must be below /api/* (that is the catch-all itself)'
+  for (const segment of fixed) {
+    if (PARAMETER.test(segment) || LITERAL.test(segment)) continue
+    if (LITERAL.test(segment.toLowerCase())) return 'must be in lower case (the app upstream\'s paths are matched regardless of case)'
+    return `has a segment ${JSON.stringify(segment)} that is not a plain name, a :parameter or a final *`
+  }
+  return undefined
 }
 
 function parseRule (file: string, index: number, entry: unknown): AccessRule {
@@ -39,16 +49,22 @@ function parseRule (file: string, index: number, entry: unknown): AccessRule {
   if (unknown.length > 0) fail(file, `${at} has unknown field ${unknown.map((key) => JSON.stringify(key)).join(', ')}`)
   const { methods, path, access } = record
   if (!Array.isArray(methods) || methods.length === 0 || !methods.every((m): m is RuleMethod => typeof m === 'string' && (METHODS as readonly string[]).includes(m))) {
-    fail(file, `${at}: methods must be a non-empty list of ${METHODS.join(', ')}`)
+    fail(file, `${at}: methods must be a non-empty list of ${METHODS.join(', ')} (got ${JSON.stringify(methods)})`)
   }
   if (new Set(methods).size !== methods.length || (methods.includes('*') && methods.length > 1)) fail(file, `${at}: methods must not repeat, and "*" stands alone`)
-  if (typeof path !== 'string' || !isValidPath(path)) {
-    fail(file, `${at}: path must be below /api/, exact (/api/reports/summary) or a prefix (/api/reports/*), of plain segments (got ${JSON.stringify(path)})`)
+  if (typeof path !== 'string') fail(file, `${at}: path must be a string such as "/api/reports/*"`)
+  const problem = pathProblem(path)
+  if (problem !== undefined) {
+    fail(file, `${at}: path ${problem}; write it exact (/api/reports/summary), with parameters (/api/reports/:id) or as a prefix (/api/reports/*) (got ${JSON.stringify(path)})`)
   }
   if (access !== 'public' && access !== 'session' && (typeof access !== 'string' || !ROLE.test(access))) {
-    fail(file, `${at}: access must be "public", "session" or "role:<name>" (lower-case letters, digits, _ and -)`)
+    fail(file, `${at}: access must be "public", "session" or "role:<name>" (a lower-case name: letters, digits, _ and -) (got ${JSON.stringify(access)})`)
   }
   return Object.freeze({ methods: Object.freeze([...methods]), path, access: access as Access })
+}
+
+function isRest (segments: readonly string[], i: number): boolean {
+  return segments[i] === '*' && i === segments.length - 1
 }
 
 /**
@@ -61,26 +77,30 @@ function patternsOverlap (a: string, b: string): boolean {
   for (let i = 0; ; i++) {
     const x = left[i]
     const y = right[i]
-    if (x === '*' && i === left.length - 1) return y !== undefined
-    if (y === '*' && i === right.length - 1) return x !== undefined
+    if (isRest(left, i)) return y !== undefined
+    if (isRest(right, i)) return x !== undefined
     if (x === undefined || y === undefined) return x === y
     if (x !== y && !x.startsWith(':') && !y.startsWith(':')) return false
   }
 }
 
-/** A path a pattern covers: the pattern itself, or one below a prefix. */
-function samplePath (pattern: string): string {
-  return pattern.endsWith('/*') ? `${pattern.slice(0, -1)}x` : pattern
+/**
+ * A pattern with its parameters' names dropped. Two patterns that both match a path are equally
+ * specific (is-endpoint-accessible.ts: literal > parameter > `*`, segment by segment) exactly when
+ * their shapes are the same.
+ */
+function shapeOf (pattern: string): string {
+  return pattern.split('/').map((segment) => segment.startsWith(':') ? ':' : segment).join('/')
 }
 
-function expand (methods: readonly RuleMethod[]): Array<Exclude<RuleMethod, '*'>> {
-  return methods.includes('*') ? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] : methods as Array<Exclude<RuleMethod, '*'>>
+function methodsOf (rule: AccessRule): ReadonlyArray<Exclude<RuleMethod, '*'>> {
+  return rule.methods.includes('*') ? EVERY_METHOD : rule.methods as ReadonlyArray<Exclude<RuleMethod, '*'>>
 }
 
 /**
  * The file's rules, checked against the built-in table: under `/api/`, clear of every built-in rule
- * but the catch-all (a built-in route keeps its own rule), and each the only rule deciding its
- * own paths and methods (two entries deciding the same request is an overlap).
+ * but the catch-all (a built-in route keeps its own rule, whatever the method), and each the only
+ * rule deciding its own requests (two entries of one shape sharing a method is an overlap).
  */
 export function parseAccessRules (file: string, text: string, builtIn: readonly AccessRule[]): AccessRule[] {
   let parsed: unknown
@@ -92,30 +112,25 @@ export function parseAccessRules (file: string, text: string, builtIn: readonly 
   if (!Array.isArray(parsed)) fail(file, 'must hold a JSON array of rules')
   // A prefix covers the path itself too (`/api/reports/*` guards `/api/reports`, the area's index,
   // which would otherwise fall to the catch-all), as part of the same entry.
-  const entries = parsed.flatMap((entry, index) => {
+  const entries = parsed.flatMap((entry: unknown, index) => {
     const rule = parseRule(file, index, entry)
     return rule.path.endsWith('/*') ? [{ index, rule }, { index, rule: Object.freeze({ ...rule, path: rule.path.slice(0, -2) }) }] : [{ index, rule }]
   })
   const reserved = builtIn.filter((rule) => rule.path !== APP_ROUTE)
   for (const { index, rule } of entries) {
-    for (const other of reserved) {
-      if (patternsOverlap(rule.path, other.path)) {
-        fail(file, `entry ${index} (${rule.path}) overlaps the built-in rule for ${other.path}: built-in routes keep their own rules`)
+    const other = reserved.find((builtInRule) => patternsOverlap(rule.path, builtInRule.path))
+    if (other !== undefined) fail(file, `entry ${index} (${rule.path}) overlaps the built-in rule for ${other.path}: built-in routes keep their own rules`)
+  }
+  for (const [i, { index, rule }] of entries.entries()) {
+    for (const { index: otherIndex, rule: other } of entries.slice(0, i)) {
+      if (otherIndex === index || shapeOf(other.path) !== shapeOf(rule.path)) continue
+      const shared = methodsOf(rule).filter((method) => methodsOf(other).includes(method))
+      if (shared.length > 0) {
+        fail(file, `entry ${index} (${shared.join(',')} ${rule.path}) overlaps entry ${otherIndex} (${other.path}): one request, two rules`)
       }
     }
   }
-  const rules = entries.map(({ rule }) => rule)
-  const all = [...builtIn, ...rules]
-  for (const { index, rule } of entries) {
-    for (const method of expand(rule.methods)) {
-      const deciding = matchingRules(all, method, samplePath(rule.path))
-      if (deciding.length !== 1 || deciding[0] !== rule) {
-        const others = deciding.filter((other) => other !== rule).map((other) => `${other.methods.join(',')} ${other.path}`)
-        fail(file, `entry ${index} (${method} ${rule.path}) overlaps ${others.join('; ')}: one request, two rules`)
-      }
-    }
-  }
-  return rules
+  return entries.map(({ rule }) => rule)
 }
 
 /** Reads and checks `ACCESS_RULES_FILE`; a problem stops startup naming the file and the entry. */

@@ -6,7 +6,7 @@ export type RuleMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | '*'
 export interface AccessRule {
   /** `'*'`: every method the route accepts. `HEAD` is decided by the `GET` rule. */
   readonly methods: readonly RuleMethod[]
-  /** A route pattern as registered on the gateway: exact (`/api/v1/query`) or a prefix (`/api/*`). */
+  /** A route pattern as registered on the gateway: exact (`/api/v1/query`), with parameters (`/api/v1/sessions/:id`) or a prefix (`/api/*`). */
   readonly path: string
   readonly access: Access
 }

@@ -27,7 +27,7 @@ export interface AppUpstreamRoutesOptions {
 }
 
 /**
- * Every other `/api/*` → the app upstream (the access policy requires a session). Without an app
+ * Every other `/api/*` → the app upstream (a session, unless `ACCESS_RULES_FILE` says otherwise). Without an app
  * upstream there is no such route at all: those paths answer 404.
  */
 export default async function appUpstreamRoutes (app: FastifyInstance, options: AppUpstreamRoutesOptions): Promise<void> {

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, RouteOptions } from 'fastify'
-import { coverageProblems, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
+import { coverageProblems, decideByRule } from '../access/is-endpoint-accessible.ts'
 import type { RouteSummary } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
 import { ForbiddenError, UnauthorizedError } from '../errors.ts'
@@ -14,8 +14,9 @@ function routeMethods (route: RouteOptions): string[] {
 }
 
 /**
- * The access stage: authorises the caller the identity stage found, by the route that matched (after
- * normalisation) and the method, never the raw URL; default deny. Also proves at startup that each
+ * The access stage: authorises the caller the identity stage found, by the rule the identity stage
+ * matched on the route (after normalisation; on a route refined by path, its normalised path) and the
+ * method, never the raw URL; default deny. Also proves at startup that each
  * registered route matches exactly one rule.
  */
 async function accessStage (app: FastifyInstance, options: AccessStageOptions): Promise<void> {
@@ -31,9 +32,11 @@ async function accessStage (app: FastifyInstance, options: AccessStageOptions): 
   app.addHook('onRequest', function authorise (request, _reply, done) {
     const facts = request.policyFacts
     if (facts === null || facts.anonymous.allowed) return done()
-    if (facts.anonymous.reason === 'no_rule') return done(new ForbiddenError())
+    const rule = facts.anonymous.rule
+    if (rule === null) return done(new ForbiddenError())
     if (request.identityFailure !== null) return done(request.identityFailure)
-    const decision = isEndpointAccessible(options.rules, { method: request.method, path: facts.route, identity: request.identity?.user ?? null })
+    // The rule the identity stage found decides: on a route refined by path, only its own rules may.
+    const decision = decideByRule(rule, request.identity?.user ?? null)
     if (decision.allowed) done()
     else done(decision.status === 401 ? new UnauthorizedError() : new ForbiddenError())
   })

@@ -4,6 +4,7 @@ import { anonymousDecisions, isEndpointAccessible } from '../access/is-endpoint-
 import type { Decision } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
 import type { Resolution } from '../identity/identity-resolver.ts'
+import { routedPath } from './normalise.ts'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -11,7 +12,7 @@ declare module 'fastify' {
     identity?: 'optional'
   }
   interface FastifyRequest {
-    /** The route pattern and the policy's verdict for an anonymous caller, read once by the identity stage for the access stage. */
+    /** The route pattern (or, on a route refined by path, the path matched) and the policy's verdict for an anonymous caller, with the rule that decided it, read once by the identity stage for the access stage. */
     policyFacts: { route: string, anonymous: Decision } | null
   }
 }
@@ -19,16 +20,22 @@ declare module 'fastify' {
 export interface IdentityStageOptions {
   rules: readonly AccessRule[]
   /**
-   * Routes decided by the request's (normalised) path rather than their pattern: the app upstream's
-   * catch-all when `ACCESS_RULES_FILE` refines it. @default none
+   * Routes decided by the request's (normalised) path rather than their pattern, each with the rules
+   * that decide it: the app upstream's catch-all and the rules of `ACCESS_RULES_FILE`. @default none
    */
-  byPath?: ReadonlySet<string>
+  byPath?: ReadonlyMap<string, readonly AccessRule[]>
 }
 
-/** The path of a normalised target, without its query. */
-function pathOf (url: string): string {
-  const query = url.indexOf('?')
-  return query === -1 ? url : url.slice(0, query)
+/**
+ * What a route refined by path is matched on: the normalised path (`rewriteUrl` made it the one the
+ * upstream receives) without its query, in lower case and without a final slash, since an upstream
+ * may well route `/api/Reports/1/` as `/api/reports/1`. `:` and `*` are kept from reading as a
+ * pattern's parameter or rest (a literal `/api/reports/*` must not equal the rule `/api/reports/*`).
+ */
+function refinedPathOf (request: FastifyRequest): string {
+  let path = routedPath(request).toLowerCase().replaceAll(':', '%3a').replaceAll('*', '%2a')
+  if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1)
+  return path
 }
 
 /**
@@ -40,7 +47,7 @@ function pathOf (url: string): string {
  */
 async function identityStage (app: FastifyInstance, options: IdentityStageOptions): Promise<void> {
   const decideAnonymous = anonymousDecisions(options.rules)
-  const byPath = options.byPath ?? new Set<string>()
+  const byPath = options.byPath ?? new Map<string, readonly AccessRule[]>()
   app.decorateRequest('policyFacts', null)
 
   const keep = (request: FastifyRequest, resolution: Resolution): void => {
@@ -56,11 +63,11 @@ async function identityStage (app: FastifyInstance, options: IdentityStageOption
     if (pattern === undefined) return done()
     // A route refined by path is decided by the path (never memoised: paths are the client's to vary),
     // and a public path on it still learns a signed-in caller, like the RAG routes.
-    const refined = byPath.has(pattern)
-    const route = refined ? pathOf(request.url) : pattern
-    const anonymous = refined ? isEndpointAccessible(options.rules, { method: request.method, path: route, identity: null }) : decideAnonymous(request.method, route)
+    const refinedBy = byPath.get(pattern)
+    const route = refinedBy === undefined ? pattern : refinedPathOf(request)
+    const anonymous = refinedBy === undefined ? decideAnonymous(request.method, route) : isEndpointAccessible(refinedBy, { method: request.method, path: route, identity: null })
     request.policyFacts = { route, anonymous }
-    const optional = refined || config.identity === 'optional'
+    const optional = refinedBy !== undefined || config.identity === 'optional'
     if ((anonymous.allowed && !optional) || (!anonymous.allowed && anonymous.reason === 'no_rule')) return done()
     const known = app.identities.resolveNow(request)
     if (known !== undefined) {

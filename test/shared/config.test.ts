@@ -28,7 +28,14 @@ t.test('defaults follow DESIGN §4', async (t) => {
   t.equal(config.logLevel, 'info')
   t.equal(config.databaseStatementTimeout, 5000)
   t.equal(config.databaseIdleInTransactionTimeout, 30_000)
+  t.equal(config.accessRulesFile, undefined, 'no ACCESS_RULES_FILE: the built-in rules only')
   t.ok(Object.isFrozen(config), 'frozen')
+})
+
+t.test('ACCESS_RULES_FILE: the path, read and checked when the gateway is built (test/gateway/access/access-rules-file.test.ts)', async (t) => {
+  const config = loadConfig({ DATA_DIR: tempDir(t), ACCESS_RULES_FILE: ' /etc/auth-gateway/rules.json ' }, 'gateway')
+  t.equal(config.accessRulesFile, '/etc/auth-gateway/rules.json')
+  t.equal(loadConfig({ DATA_DIR: tempDir(t), ACCESS_RULES_FILE: '' }, 'gateway').accessRulesFile, undefined, 'empty is unset')
 })
 
 t.test('DATABASE_STATEMENT_TIMEOUT and DATABASE_IDLE_IN_TRANSACTION_TIMEOUT: durations, read by both services', async (t) => {

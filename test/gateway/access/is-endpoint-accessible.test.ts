@@ -162,3 +162,30 @@ t.test('coverage proof: gaps and overlaps are named', async (t) => {
   t.same(coverageProblems(DEFAULT_RULES, [{ method: 'OPTIONS', url: '*' }]), [], 'CORS preflight is not an endpoint')
   t.equal(matchingRules(DEFAULT_RULES, 'GET', '/auth/jwt').length, 1, 'an exact rule beats the prefix rule')
 })
+
+t.test('parameters and specificity: literal beats parameter beats prefix, segment by segment', async (t) => {
+  const rules: AccessRule[] = [
+    { methods: ['*'], path: '/x/*', access: 'session' },
+    { methods: ['*'], path: '/x/:id', access: 'role:a' },
+    { methods: ['*'], path: '/x/new', access: 'public' },
+    { methods: ['*'], path: '/x/:id/*', access: 'role:b' },
+    { methods: ['*'], path: '/x/:id/edit', access: 'role:c' },
+    { methods: ['*'], path: '/x/new/*', access: 'role:d' }
+  ]
+  const cases: Array<[string, string | null]> = [
+    ['/x/1', '/x/:id'],
+    ['/x/new', '/x/new'],
+    ['/x/', '/x/*'],
+    ['/x/1/2/3', '/x/:id/*'],
+    ['/x/1/', '/x/:id/*'],
+    ['/x/1/edit', '/x/:id/edit'],
+    ['/x/new/edit', '/x/new/*'],
+    ['/x', null],
+    ['/y/1', null]
+  ]
+  for (const [path, expected] of cases) {
+    const found = matchingRules(rules, 'GET', path)
+    t.same(found.map((rule) => rule.path), expected === null ? [] : [expected], `${path}: ${expected ?? 'no rule'}`)
+  }
+  t.same(matchingRules([{ methods: ['*'], path: '/x/:a', access: 'public' }, { methods: ['*'], path: '/x/:b', access: 'session' }], 'GET', '/x/1').length, 2, 'one shape, two rules: an overlap')
+})
