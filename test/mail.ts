@@ -89,3 +89,25 @@ export async function outboxMails (dir: string): Promise<ReceivedMail[]> {
     return received(parsed, to)
   }))
 }
+
+/** Mails as a test reads them: from the outbox folder (development without SMTP_URL). */
+export interface Mailbox {
+  /** How many mails there are so far. */
+  count: () => Promise<number>
+  /** The mails after the first `after`, in the order they were written. */
+  since: (after: number) => Promise<ReceivedMail[]>
+  /** Waits for the next mail to `address` after the first `after` mails (default: any so far). */
+  next: (address: string, after?: number) => Promise<ReceivedMail>
+}
+
+/** The outbox of `npm start` alone (DATA_DIR/outbox, one `.eml` file a mail, named by time). */
+export function outbox (dir: string): Mailbox {
+  return {
+    count: async () => (await outboxMails(dir)).length,
+    since: async (after) => (await outboxMails(dir)).slice(after),
+    async next (address, after = 0) {
+      const to = address.toLowerCase()
+      return until(`a mail to ${address} in ${dir}`, 10_000, async () => (await outboxMails(dir)).slice(after).find((mail) => mail.to.includes(to)), 20)
+    }
+  }
+}

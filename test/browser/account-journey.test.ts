@@ -1,13 +1,14 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { TOTP, URI } from 'otpauth'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import type { Stack } from '../../gateway/cli/stack.ts'
 import { startTestStack, uniqueEmail } from '../helper.ts'
 import type { Teardown } from '../helper.ts'
-import { startMailServer } from '../mail.ts'
-import type { MailServer } from '../mail.ts'
+import { outbox } from '../mail.ts'
+import type { Mailbox } from '../mail.ts'
 import { sseEvent, startEventStream, streamingUpstream, within } from '../streaming-upstream.ts'
 import type { StreamingUpstream } from '../streaming-upstream.ts'
 import { actionsOf, CHROMIUM, click, launchChromium, newContext, openPage, settle } from './browser.ts'
@@ -15,7 +16,7 @@ import { buildFrontend, serveStatic } from './frontend.ts'
 import type { StaticSite } from './frontend.ts'
 
 // The journeys of issues 14, 15 and 16 in Chromium: the mail flows (verification with
-// REQUIRE_EMAIL_VERIFICATION, password reset) with a real SMTP server, two-factor sign-in with a
+// REQUIRE_EMAIL_VERIFICATION, password reset) through the outbox, as `npm start` alone runs them, two-factor sign-in with a
 // real authenticator library, and a streamed answer growing on the page.
 const PASSWORD = 'correct horse battery'
 const NEW_PASSWORD = 'a new and longer passphrase'
@@ -25,7 +26,8 @@ const VERIFY_FIRST = 'Verify your email address first: follow the link in the ma
 interface Fixture {
   browser: Browser
   stack: Stack
-  mail: MailServer
+  /** The outbox: as with `npm start` alone, mail goes to DATA_DIR/outbox (no SMTP_URL). */
+  mail: Mailbox
   rag: StreamingUpstream
   site: StaticSite
   /** The gateway as the page addresses it: `http://localhost:<port>`. */
@@ -36,9 +38,10 @@ const pageErrors: string[] = []
 
 async function setUp (t: Teardown): Promise<Fixture> {
   const launched = launchChromium(t)
-  const [mail, rag, root] = await Promise.all([startMailServer(t), streamingUpstream(t), buildFrontend(t)])
+  const [rag, root] = await Promise.all([streamingUpstream(t), buildFrontend(t)])
   const site = await serveStatic(t, root)
-  const stack = await startTestStack(t, { ALLOWED_ORIGINS: site.origin, RAG_UPSTREAM_URL: rag.url, HOST: '127.0.0.1', SMTP_URL: mail.url, REQUIRE_EMAIL_VERIFICATION: 'true' })
+  const stack = await startTestStack(t, { ALLOWED_ORIGINS: site.origin, RAG_UPSTREAM_URL: rag.url, HOST: '127.0.0.1', REQUIRE_EMAIL_VERIFICATION: 'true' })
+  const mail = outbox(join(stack.config.dataDir, 'outbox'))
   const gateway = stack.url.replace('//127.0.0.1:', '//localhost:')
   return { browser: await launched, stack, mail, rag, site, gateway }
 }
@@ -74,7 +77,7 @@ function wrongCode (authenticator: TOTP): string {
 async function verifiedReader (t: Test, fixture: Fixture, context: BrowserContext, email: string): Promise<Page> {
   const { page } = await openPage(context, fixture.site.origin, fixture.gateway, pageErrors)
   await fillAccount(page, email)
-  const sent = fixture.mail.mails.length
+  const sent = await fixture.mail.count()
   t.same(await click(page, '#sign-up'), { status: 'sign-up: done', error: null }, 'signed up')
   const mail = await fixture.mail.next(email, sent)
   await page.goto(onGateway(fixture, mail.link))
@@ -103,7 +106,7 @@ if (!existsSync(CHROMIUM)) {
     t.same(refused, { status: 'sign-in: failed', error: VERIFY_FIRST }, 'the page says why: the address is not verified')
     t.equal(await sessionText(page), 'Not signed in')
 
-    const sent = fixture.mail.mails.length
+    const sent = await fixture.mail.count()
     t.same(await click(page, '#resend-verification'), { status: 'resend-verification: done', error: null })
     t.equal(await page.textContent('#account-status'), 'Verification mail sent')
     const again = await fixture.mail.next(email, sent)
@@ -131,7 +134,7 @@ if (!existsSync(CHROMIUM)) {
     const { page } = await openPage(context, fixture.site.origin, fixture.gateway, pageErrors)
     t.equal(await page.isVisible('#reset'), false, 'no reset form without a token')
 
-    const sent = fixture.mail.mails.length
+    const sent = await fixture.mail.count()
     await page.fill('#email', uniqueEmail('nobody'))
     const unknown = await click(page, '#forgot-password')
     const unknownStatus = await page.textContent('#account-status')
@@ -140,7 +143,7 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await page.textContent('#account-status'), unknownStatus)
     const mail = await fixture.mail.next(email, sent)
     await fixture.stack.authCore.mailer.idle()
-    t.same(fixture.mail.mails.slice(sent).map((m) => m.to), [[email.toLowerCase()]], 'and only the known address got a mail')
+    t.same((await fixture.mail.since(sent)).map((m) => m.to), [[email.toLowerCase()]], 'and only the known address got a mail')
 
     await page.goto(onGateway(fixture, mail.link))
     await settle(page, 0)
