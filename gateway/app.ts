@@ -86,7 +86,8 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(pgPlugin, { pool: options.pool, schema })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
-  await registerPipeline(app, config, [...DEFAULT_RULES, ...fileRules], byPath)
+  // The file's rules decide only on the route they refine (byPath); every route's own rule is built in.
+  await registerPipeline(app, config, DEFAULT_RULES, byPath)
 
   await app.register(healthRoutes, { publicUrl: config.publicUrl })
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })

@@ -304,7 +304,7 @@ export function clientErrorHandler (headers: Readonly<Record<string, string>> = 
     this.log.debug({ err, reqId: requestId }, 'client error')
     if (socket.writable) {
       const body = JSON.stringify({ error: entry.code, message: entry.message ?? 'The request is not valid HTTP', requestId } satisfies ErrorBody)
-      socket.write(`HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Request-Id: ${requestId}\r\n${extra}\r\n${body}`)
+      socket.write(`HTTP/1.1 ${entry.status} ${STATUS_CODES[entry.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${REQUEST_ID_HEADER}: ${requestId}\r\n${extra}\r\n${body}`)
     }
     socket.destroy()
   }

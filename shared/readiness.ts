@@ -54,22 +54,26 @@ export function logSchemaCheck (request: FastifyRequest, check: SchemaCheck): vo
   else request.log.warn({ dependency: 'schema', state: check.state, problems: check.report.problems, pending: check.report.pending }, 'readiness check failed')
 }
 
+/** 503 `not_ready` for `reason`, with the request's id, `status` and the checks. */
+function sendNotReadyBody (reply: FastifyReply, reason: string, status: 'not_ready' | 'draining', checks: Readonly<Record<string, string>>): FastifyReply {
+  const error = new NotReadyError(reason)
+  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, requestId: reply.request.id, status, checks })
+}
+
+/** `/ready` while the process drains: not ready whatever its dependencies say. */
+export function sendDraining (reply: FastifyReply): FastifyReply {
+  return sendNotReadyBody(reply, 'the process is shutting down', 'draining', {})
+}
+
 /**
  * Answers 503 `not_ready`, naming what is down and the schema's state. An `unknown` schema is named
  * only when Postgres itself answers (otherwise "postgres is not answering" says it).
  */
-/** `/ready` while the process drains: not ready whatever its dependencies say. */
-export function sendDraining (reply: FastifyReply): FastifyReply {
-  const error = new NotReadyError('the process is shutting down')
-  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, requestId: reply.request.id, status: 'draining', checks: {} })
-}
-
 export function sendNotReady (reply: FastifyReply, down: readonly string[], schema: SchemaCheckState, checks: Readonly<Record<string, string>>): FastifyReply {
   const reasons: string[] = []
   if (down.length > 0) reasons.push(`${down.join(' and ')} ${down.length > 1 ? 'are' : 'is'} not answering`)
   if (schema === 'missing') reasons.push('the database schema is missing (the migrations have not run)')
   if (schema === 'outdated') reasons.push('the database schema is outdated (migrations are pending)')
   if (schema === 'unknown' && !down.includes('postgres')) reasons.push('the database schema could not be checked')
-  const error = new NotReadyError(reasons.join('; '))
-  return reply.code(error.statusCode ?? 503).send({ error: 'not_ready', message: error.message, requestId: reply.request.id, status: 'not_ready', checks })
+  return sendNotReadyBody(reply, reasons.join('; '), 'not_ready', checks)
 }

@@ -131,8 +131,9 @@ export async function * streamEvents (doFetch: typeof fetch, url: string, body: 
       if (isAbort(err, signal)) return
     }
     const error = errorOf(text, response.status)
-    if (error !== undefined) yield { event: 'error', data: JSON.stringify({ error: error.error, message: error.message }), error }
-    else yield failure(response.status, UNEXPECTED_RESPONSE, `The gateway answered ${response.status} ${response.statusText}`.trim())
+    yield error !== undefined
+      ? failure(response.status, error.error, error.message)
+      : failure(response.status, UNEXPECTED_RESPONSE, `The gateway answered ${response.status} ${response.statusText}`.trim())
     return
   }
   if (response.body === null) return
