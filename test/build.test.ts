@@ -55,7 +55,7 @@ t.test('npm run build compiles the services; plain node runs them, they pass the
     child.on('close', (code) => { resolve({ code, output }) })
   })
   t.equal(built.code, 0, `tsc -p tsconfig.build.json exits 0${built.output === '' ? '' : `:\n${built.output}`}`)
-  for (const file of ['gateway/server.js', 'auth-core/server.js', 'gateway/cli/migrate.js', 'gateway/cli/start.js']) t.ok(existsSync(join(out, file)), `${file} is built`)
+  for (const file of ['gateway/server.js', 'auth-core/server.js', 'gateway/cli/migrate.js', 'gateway/cli/start.js', 'gateway/cli/healthcheck.js']) t.ok(existsSync(join(out, file)), `${file} is built`)
   t.notMatch(readFileSync(join(out, 'gateway/app.js'), 'utf8'), /from '[^']+\.ts'/, 'relative imports point at .js files')
   const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts
   t.equal(scripts['start:gateway'], 'node dist/gateway/server.js', 'npm run start:gateway runs the output with plain node')
@@ -84,6 +84,14 @@ t.test('npm run build compiles the services; plain node runs them, they pass the
   const authCore = await startCompiled(t, join(out, 'auth-core/server.js'), { ...env, AUTH_CORE_PORT: String(authCorePort) }, /Server listening/)
   const gateway = await startCompiled(t, join(out, 'gateway/server.js'), { ...env, PORT: String(gatewayPort), AUTH_CORE_URL: `http://127.0.0.1:${authCorePort}` }, /Server listening/)
 
+  // The container's HEALTHCHECK (Dockerfile, docker-compose.yml): the compiled script, plain node.
+  const healthcheck = async (service: string, serviceEnv: Record<string, string>): Promise<number | null> => await new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(out, 'gateway/cli/healthcheck.js'), service], { env: { PATH: process.env.PATH ?? '', ...serviceEnv }, stdio: 'ignore' })
+    child.on('close', resolve)
+  })
+  t.equal(await healthcheck('gateway', { ...env, PORT: String(gatewayPort) }), 0, 'the compiled healthcheck finds the gateway healthy')
+  t.equal(await healthcheck('auth-core', { ...env, AUTH_CORE_PORT: String(authCorePort) }), 0, 'the compiled healthcheck finds auth-core healthy')
+
   const smoke = await runScript('gateway/cli/smoke.ts', ['--base-url', `http://127.0.0.1:${gatewayPort}`, '--email', uniqueEmail('compiled'), '--password', 'correct horse battery'])
   t.equal(smoke.code, 0, `the smoke checker passes against the compiled services:\n${smoke.stdout}${smoke.stderr}`)
 
@@ -93,4 +101,5 @@ t.test('npm run build compiles the services; plain node runs them, they pass the
     const [code, signal] = await exited
     t.same({ code, signal }, { code: 0, signal: null }, `${name}: SIGTERM reaches node, which drains and exits 0`)
   }
+  t.equal(await healthcheck('gateway', { ...env, PORT: String(gatewayPort) }), 1, 'the healthcheck fails once the gateway has stopped')
 })

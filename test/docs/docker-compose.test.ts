@@ -53,7 +53,7 @@ t.test('two gateway replicas behind HAProxy, sharing Redis', async (t) => {
   const gateways = Object.keys(services).filter((name) => services[name].command?.includes('dist/gateway/server.js') === true)
   t.same(gateways, ['gateway-a', 'gateway-b'], 'two gateway replicas')
   for (const name of [...gateways, 'auth-core']) t.equal(services[name].command?.[0], 'node', `${name} runs the compiled output with node itself: SIGTERM reaches it`)
-  t.match(services.migrate.command?.join(' '), /npm run build && node dist\/gateway\/cli\/migrate\.js/, 'the migrate job compiles, then migrates once')
+  t.same(services.migrate.command, ['node', 'dist/gateway/cli/migrate.js'], 'the migrate job runs the compiled migrations once (the image built them)')
   t.same(services['gateway-a'], services['gateway-b'], 'configured alike')
   t.notOk(services['gateway-a'].ports, 'the replicas publish no port: only the proxy does')
   t.same(services.proxy.ports, ['8000:8000'], 'the proxy publishes 8000')
