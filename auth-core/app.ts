@@ -16,7 +16,12 @@ import { connectSessionStorage } from './session-storage.ts'
 import { Mailer } from './mail.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
+import requestMetrics from '../shared/metrics.ts'
+import type { ProcessMetrics } from '../shared/metrics.ts'
+import { AuthCoreMetrics, endpointMatcher } from './metrics.ts'
 import healthRoutes from './routes/health.ts'
+import openApiRoutes from './routes/openapi.ts'
+import { IMPERSONATION_PATHS } from './plugins/admin-policy/index.ts'
 import { loadForgetSchemaVerdict, SchemaRecovery } from './schema-recovery.ts'
 import { AUTH_CORE_ERRORS, containsNul, isJsonBody, NulCharacterError } from './errors.ts'
 import { KeyRing } from '../shared/signing-keys.ts'
@@ -24,6 +29,8 @@ import { KeyRing } from '../shared/signing-keys.ts'
 export interface AuthCoreOptions {
   pool: Pool
   logger?: FastifyServerOptions['logger']
+  /** The process's metrics (`METRICS_PORT`); unset: none are kept. */
+  metrics?: ProcessMetrics
 }
 
 declare module 'fastify' {
@@ -163,6 +170,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   })
   await app.register(drainPlugin)
   await app.register(requestIdPlugin)
+  if (options.metrics !== undefined) await app.register(requestMetrics, { metrics: options.metrics, service: 'auth-core' })
   logPoolErrors(options.pool, app.log)
   const databaseDown = databaseProbe(options.pool)
   const storage = config.redisUrl === undefined ? undefined : await connectSessionStorage(config.redisUrl, app.log)
@@ -181,6 +189,8 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   useErrorFormat(app, AUTH_CORE_ERRORS, { schema })
 
   await app.register(healthRoutes, { pool: options.pool, schema })
+  // better-auth's document for the gateway's `/openapi.json`; the impersonation endpoints only when they answer.
+  await app.register(openApiRoutes, { refused: config.adminImpersonation ? new Set<string>() : IMPERSONATION_PATHS })
   // EdDSA client tokens are verified against the gateway's published client keys.
   let keyRing: KeyRing | null = null
   if (config.jwtAlg === 'EdDSA') {
@@ -194,6 +204,15 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
   await app.register(async function betterAuthRoutes (scope) {
     scope.removeAllContentTypeParsers()
     scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
+    if (options.metrics !== undefined) {
+      const { endpoints } = new AuthCoreMetrics(options.metrics.registry)
+      const endpointOf = endpointMatcher(Object.values(auth.api).map((endpoint) => (endpoint as { path?: string }).path))
+      scope.addHook('onResponse', function recordEndpoint (request, reply, done) {
+        const path = request.url.slice(AUTH_CORE_PREFIX.length).split('?')[0]
+        endpoints.observe({ endpoint: endpointOf(path), method: request.method, status: reply.statusCode }, reply.elapsedTime / 1000)
+        done()
+      })
+    }
 
     scope.route({
       method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],

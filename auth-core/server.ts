@@ -2,14 +2,20 @@ import { ConfigError } from '../shared/config.ts'
 import { createPool, poolOptions } from '../shared/db.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { run } from '../shared/run.ts'
+import { ProcessMetrics } from '../shared/metrics.ts'
 import { buildAuthCore } from './app.ts'
 
 // `npm run start:auth-core`: the internal auth core alone, on 127.0.0.1:AUTH_CORE_PORT.
 await run('auth-core', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start auth-core alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl, poolOptions(config))
-  const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel) })
+  const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+  const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel), metrics })
   app.addHook('onClose', async () => { await pool.end() })
   await app.listen({ host: config.authCoreHost, port: config.authCorePort })
-  return async () => { await app.close() }
+  if (metrics !== undefined && config.metricsPort !== undefined) app.log.info({ url: await metrics.listen(config.metricsHost, config.metricsPort) }, 'metrics served')
+  return async () => {
+    await app.close()
+    await metrics?.close()
+  }
 })

@@ -14,6 +14,9 @@ import identityPlugin from './plugins/identity.ts'
 import pgPlugin from './plugins/pg.ts'
 import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
 import { requestIdGenerator } from '../shared/request-id.ts'
+import requestMetrics from '../shared/metrics.ts'
+import type { ProcessMetrics } from '../shared/metrics.ts'
+import { GatewayMetrics } from './metrics.ts'
 import { trustedPeer } from './client-address.ts'
 import { securityHeaders } from './stages/hygiene.ts'
 import { rewriteUrl } from './stages/normalise.ts'
@@ -30,12 +33,16 @@ import validateSessionRoutes from './routes/validate-session.ts'
 import userProfileRoutes from './routes/user-profile.ts'
 import adminAuditRoutes from './routes/admin-audit.ts'
 import sessionsRoutes from './routes/sessions.ts'
+import apiDocsPlugin from './plugins/api-docs.ts'
+import apiDocsRoutes from './routes/api-docs.ts'
 
 export interface GatewayOptions {
   pool: Pool
   logger?: FastifyServerOptions['logger']
   /** The deadline of RAG and app upstream calls, in milliseconds, over `UPSTREAM_TIMEOUT`. @default 30000 */
   upstreamTimeoutMs?: number
+  /** The process's metrics (`METRICS_PORT`); unset: none are kept. */
+  metrics?: ProcessMetrics
 }
 
 /** How often Node looks for requests past `REQUEST_TIMEOUT`/`HEADERS_TIMEOUT` (its default, 30 s, would let them run that much over). */
@@ -83,12 +90,17 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => { if (body.length === 0) done(null, undefined); else parseJson(request, body.toString(), done) })
 
   await app.register(drainPlugin)
+  // Counters of the stages and routes (null without METRICS_PORT), and every answered request.
+  app.decorate('metrics', options.metrics === undefined ? null : new GatewayMetrics(options.metrics.registry))
+  if (options.metrics !== undefined) await app.register(requestMetrics, { metrics: options.metrics, service: 'gateway' })
   await app.register(pgPlugin, { pool: options.pool, schema })
   await app.register(upstreamsPlugin, { authCoreUrl: config.authCoreUrl, ragUpstreamUrl: config.ragUpstreamUrl, appUpstreamUrl: config.appUpstreamUrl, timeoutMs: options.upstreamTimeoutMs ?? config.upstreamTimeout })
   await app.register(identityPlugin, { jwtSecret: config.jwtSecret, jwtAlg: config.jwtAlg, sessionCacheTtl: config.sessionCacheTtl, userFields: config.userFields, redisUrl: config.redisUrl })
   // The file's rules decide only on the route they refine (byPath); every route's own rule is built in.
   await registerPipeline(app, config, DEFAULT_RULES, byPath)
 
+  // API_DOCS: before the routes, which it collects; without it neither document route exists (404).
+  if (config.apiDocs) await app.register(apiDocsPlugin)
   await app.register(healthRoutes, { publicUrl: config.publicUrl })
   await app.register(authProxy, { authCoreUrl: config.authCoreUrl, publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
@@ -98,6 +110,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(userProfileRoutes, { publicUrl: config.publicUrl })
   await app.register(adminAuditRoutes, { require2fa: config.adminRequire2fa })
   await app.register(sessionsRoutes, { publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins })
+  if (config.apiDocs) await app.register(apiDocsRoutes, { publicUrl: config.publicUrl, rules: DEFAULT_RULES })
   const limits = upstreamLimits(config, options)
   await app.register(ragRoutes, { tokens: config.upstreamTokens.rag, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, limits })
   await app.register(appUpstreamRoutes, { tokens: config.upstreamTokens.app, jwtSecret: config.jwtSecret, publicUrl: config.publicUrl, writeOrigins: writeOrigins(config.allowedOrigins, config.publicUrl), limits })

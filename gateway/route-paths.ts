@@ -17,6 +17,11 @@ export const AUTH_CORE_PREFIX = '/api/auth'
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
 export const APP_ROUTE = '/api/*'
+/** The API reference (`API_DOCS`): the OpenAPI document and its page. */
+export const OPENAPI_ROUTE = '/openapi.json'
+export const DOCS_ROUTE = '/docs'
+/** Where auth-core serves better-auth's OpenAPI document (internal: not under `/api/auth`). */
+export const AUTH_CORE_OPENAPI_PATH = '/openapi.json'
 
 /** Short names of the better-auth endpoints that the docs site's code calls. */
 export const AUTH_ALIASES: Readonly<Record<string, { method: string, target: string }>> = {

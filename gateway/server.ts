@@ -3,15 +3,21 @@ import { ConfigError } from '../shared/config.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { buildGateway } from './app.ts'
 import { run } from '../shared/run.ts'
+import { ProcessMetrics } from '../shared/metrics.ts'
 
 // `npm run start:gateway`: the gateway alone, against a real Postgres and a running auth-core.
 await run('gateway', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl, poolOptions(config))
-  const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })
+  const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+  const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics })
   // Alone, the gateway owns its pool (in `npm start` auth-core's logger reports the shared one).
   logPoolErrors(pool, app.log)
   app.addHook('onClose', async () => { await pool.end() })
   await app.listen({ host: config.host, port: config.port })
-  return async () => { await app.close() }
+  if (metrics !== undefined && config.metricsPort !== undefined) app.log.info({ url: await metrics.listen(config.metricsHost, config.metricsPort) }, 'metrics served')
+  return async () => {
+    await app.close()
+    await metrics?.close()
+  }
 })

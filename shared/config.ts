@@ -44,6 +44,10 @@ export interface CommonConfig {
   redisUrl: string | undefined
   /** Admin routes refused to an admin without two-factor sign-in. @default true */
   adminRequire2fa: boolean
+  /** Prometheus exposition (`GET /metrics`) on a port of its own, never the service's. Unset: no metrics. */
+  metricsPort: number | undefined
+  /** Where the metrics port listens. @default '127.0.0.1' */
+  metricsHost: string
 }
 
 /** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
@@ -91,6 +95,8 @@ export interface GatewayConfig extends CommonConfig {
   headersTimeout: number
   /** `MAX_CONNECTIONS`: client connections open at once; further ones are refused. @default 10000 */
   maxConnections: number
+  /** `API_DOCS`: `GET /openapi.json` and `GET /docs` are served. @default true, false when NODE_ENV=production */
+  apiDocs: boolean
   /** How each upstream's identity tokens are signed and whom they name. */
   upstreamTokens: Readonly<Record<UpstreamName, UpstreamTokenConfig>>
 }
@@ -422,7 +428,9 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     userFields: Object.freeze(parseUserFields(present(env, 'AUTH_USER_FIELDS') ?? '')),
     logLevel: logLevel as LogLevel,
     redisUrl,
-    adminRequire2fa: flag(env, 'ADMIN_REQUIRE_2FA', true)
+    adminRequire2fa: flag(env, 'ADMIN_REQUIRE_2FA', true),
+    metricsPort: present(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
+    metricsHost: present(env, 'METRICS_HOST') ?? DEFAULT_HOST
   }
 }
 
@@ -443,13 +451,22 @@ function clientTimeouts (env: Env): { requestTimeout: number, headersTimeout: nu
   return { requestTimeout, headersTimeout }
 }
 
+/** Metrics are never served on a service's own port (a public one, for the gateway). */
+function metricsApart (common: CommonConfig, portName: string, port: number): void {
+  if (common.metricsPort !== undefined && common.metricsPort !== 0 && common.metricsPort === port) {
+    throw new ConfigError('METRICS_PORT', `must differ from ${portName}: metrics have a port of their own`, String(common.metricsPort))
+  }
+}
+
 function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
   const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
+  const port = integer(env, 'PORT', DEFAULT_PORT, 0, 65535)
+  metricsApart(common, 'PORT', port)
   const consentVersion = present(env, 'CONSENT_VERSION') ?? '1'
   if (consentVersion.length > 32) throw new ConfigError('CONSENT_VERSION', 'must be at most 32 characters', consentVersion)
   return {
     ...common,
-    port: integer(env, 'PORT', DEFAULT_PORT, 0, 65535),
+    port,
     host: present(env, 'HOST') ?? DEFAULT_HOST,
     authCoreUrl: httpUrl(env, 'AUTH_CORE_URL', `http://127.0.0.1:${authCorePort}`) as string,
     ragUpstreamUrl: httpUrl(env, 'RAG_UPSTREAM_URL'),
@@ -469,6 +486,7 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
     upstreamMaxBufferedBytes: integer(env, 'UPSTREAM_MAX_BUFFERED_BYTES', 1024 * 1024, 0, 1024 * 1024 * 1024),
     ...clientTimeouts(env),
     maxConnections: integer(env, 'MAX_CONNECTIONS', 10_000, 1, 1_000_000),
+    apiDocs: flag(env, 'API_DOCS', !common.production),
     upstreamTokens: Object.freeze(upstreamTokens(env, common.jwtSecret))
   }
 }
@@ -507,10 +525,12 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
   if (sameSite === 'none' && !common.publicUrl.startsWith('https:')) {
     throw new ConfigError('COOKIE_SAME_SITE', 'may be none only with an https PUBLIC_URL (browsers refuse SameSite=None without Secure)', sameSite)
   }
+  const authCorePort = integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535)
+  metricsApart(common, 'AUTH_CORE_PORT', authCorePort)
   return {
     ...common,
     betterAuthSecret: secret(env, 'BETTER_AUTH_SECRET', common.production, () => dev().betterAuthSecret),
-    authCorePort: integer(env, 'AUTH_CORE_PORT', DEFAULT_AUTH_CORE_PORT, 0, 65535),
+    authCorePort,
     authCoreHost: present(env, 'AUTH_CORE_HOST') ?? DEFAULT_HOST,
     cookieSameSite: sameSite,
     smtpUrl: smtpUrl(env),

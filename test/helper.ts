@@ -10,6 +10,7 @@ import { startEmbeddedPostgres } from '../shared/db.ts'
 import { startStack } from '../gateway/cli/stack.ts'
 import { buildGateway } from '../gateway/app.ts'
 import type { Stack } from '../gateway/cli/stack.ts'
+import type { ProcessMetrics } from '../shared/metrics.ts'
 import { tempDir } from './temp-dir.ts'
 import type { Teardown } from './temp-dir.ts'
 
@@ -85,6 +86,8 @@ export async function startTestStack (t: Teardown, env: Env = {}, options: TestS
 export interface GatewayOnOptions {
   /** The RAG and app upstreams' deadline (`buildGateway`'s option). */
   upstreamTimeoutMs?: number
+  /** Metrics of its own (`buildGateway`'s option), read from their registry. */
+  metrics?: ProcessMetrics
 }
 
 /**

@@ -19,6 +19,9 @@ export interface AccessRule {
 export const DEFAULT_RULES = [
   { methods: ['GET'], path: '/health', access: 'public' },
   { methods: ['GET'], path: '/ready', access: 'public' },
+  // The API reference, with API_DOCS (without it the routes do not exist: 404).
+  { methods: ['GET'], path: '/openapi.json', access: 'public' },
+  { methods: ['GET'], path: '/docs', access: 'public' },
   { methods: ['*'], path: '/auth', access: 'public' },
   { methods: ['*'], path: '/auth/*', access: 'public' },
   { methods: ['GET'], path: '/auth/jwt', access: 'session' },

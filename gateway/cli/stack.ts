@@ -6,6 +6,7 @@ import { createPool, poolOptions, startEmbeddedPostgres } from '../../shared/db.
 import type { EmbeddedPostgres, Pool } from '../../shared/db.ts'
 import { migrate } from '../../shared/migrate.ts'
 import { buildGateway } from '../app.ts'
+import { ProcessMetrics } from '../../shared/metrics.ts'
 
 export interface Stack {
   /** The gateway's listening URL. */
@@ -17,6 +18,8 @@ export interface Stack {
   pool: Pool
   gateway: FastifyInstance
   authCore: FastifyInstance
+  /** Where both services' metrics are served (`METRICS_PORT`), if they are. */
+  metricsUrl: string | undefined
   /** Stops the gateway (draining in-flight requests), then auth-core, then the database. */
   close: () => Promise<void>
 }
@@ -60,17 +63,24 @@ export async function startStack (config: Readonly<Config>, options: StackOption
     const pool = createPool(databaseUrl, poolOptions(config))
     opened.push(async () => { await pool.end() })
 
-    const authCore = await buildAuthCore(config, { pool, logger: options.logger })
+    // One process, so one metrics port for both services (told apart by their `service` label).
+    const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+    const authCore = await buildAuthCore(config, { pool, logger: options.logger, metrics })
     opened.push(async () => { await authCore.close() })
     await authCore.listen({ host: '127.0.0.1', port: config.authCorePort })
     const authCoreUrl = listeningUrl(authCore)
 
     const gatewayConfig: Readonly<Config> = Object.freeze({ ...config, authCoreUrl })
-    const gateway = await buildGateway(gatewayConfig, { pool, logger: options.logger })
+    const gateway = await buildGateway(gatewayConfig, { pool, logger: options.logger, metrics })
     opened.push(async () => { await gateway.close() })
     await gateway.listen({ host: config.host, port: config.port })
+    let metricsUrl: string | undefined
+    if (metrics !== undefined && config.metricsPort !== undefined) {
+      metricsUrl = await metrics.listen(config.metricsHost, config.metricsPort)
+      opened.push(async () => { await metrics.close() })
+    }
 
-    return { url: listeningUrl(gateway), authCoreUrl, databaseUrl, config: gatewayConfig, pool, gateway, authCore, close }
+    return { url: listeningUrl(gateway), authCoreUrl, databaseUrl, config: gatewayConfig, pool, gateway, authCore, metricsUrl, close }
   } catch (err) {
     await close()
     throw err

@@ -119,6 +119,12 @@ function customClaims (user: Record<string, unknown>, fields: readonly UserField
   return claims
 }
 
+// The label sets of the cache counters, made once.
+const SESSION_HIT = Object.freeze({ cache: 'session', result: 'hit' })
+const SESSION_MISS = Object.freeze({ cache: 'session', result: 'miss' })
+const BEARER_HIT = Object.freeze({ cache: 'bearer', result: 'hit' })
+const BEARER_MISS = Object.freeze({ cache: 'bearer', result: 'miss' })
+
 /**
  * Resolves cookie sessions through auth-core's validate-session (better-auth's getSession; cached
  * briefly, evicted at sign-out) and
@@ -155,7 +161,11 @@ export class IdentityResolver {
     const token = bearerToken(request.headers.authorization)
     if (token !== null) return this.#bearerNow(token)
     const cookies = sessionCookies(request.headers.cookie)
-    return cookies === null ? ANONYMOUS : this.#cachedSession(cookieKey(cookies))
+    if (cookies === null) return ANONYMOUS
+    const cached = this.#cachedSession(cookieKey(cookies))
+    // A miss is counted by `resolve`, which looks it up.
+    if (cached !== undefined) this.#app.metrics?.cacheReads.inc(SESSION_HIT)
+    return cached
   }
 
   #cachedSession (key: string): Resolution | undefined {
@@ -182,6 +192,7 @@ export class IdentityResolver {
     if (cookies === null) return ANONYMOUS
     const key = cookieKey(cookies)
     const cached = this.#cachedSession(key)
+    this.#app.metrics?.cacheReads.inc(cached === undefined ? SESSION_MISS : SESSION_HIT)
     if (cached !== undefined) return cached
     // Concurrent requests with one cookie share one look-up.
     let pending = this.#inflight.get(key)
@@ -258,6 +269,8 @@ export class IdentityResolver {
     const evictions = this.#evictions
     // auth-core's validate-session: `{ user, session }`, or `{ user: null }` for a cookie of no session.
     let session: { user?: SessionUser | null, session?: Record<string, unknown> | null } | null
+    const metrics = this.#app.metrics
+    const started = metrics === null ? 0 : performance.now()
     try {
       const response = await this.#app.authCore.request({
         method: 'GET',
@@ -267,6 +280,7 @@ export class IdentityResolver {
         headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
         bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS
       })
+      metrics?.upstreamDuration.observe({ upstream: 'auth', status: response.statusCode }, (performance.now() - started) / 1000)
       if (response.statusCode !== 200) {
         // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing,
         // or auth-core answering that its database is down.
@@ -283,6 +297,7 @@ export class IdentityResolver {
         session = await response.body.json() as typeof session
       }
     } catch (err) {
+      metrics?.authCoreLookups.inc({ outcome: 'error' })
       if (err instanceof DatabaseUnavailableError || err instanceof DatabaseSchemaOutdatedError) {
         request.log.warn({ err }, 'auth core cannot read the database for a session look-up')
         return { identity: null, error: err }
@@ -306,6 +321,7 @@ export class IdentityResolver {
           },
           error: null
         }
+    metrics?.authCoreLookups.inc({ outcome: resolution.identity === null ? 'anonymous' : 'signed_in' })
     if (resolution.identity === null) this.#unknownCookies.set(key, resolution)
     else if (evictions === this.#evictions) this.#sessions.set(key, resolution)
     return resolution
@@ -323,12 +339,15 @@ export class IdentityResolver {
     const verified = this.#verifiedToken(token)
     if (verified === undefined) return undefined
     const current = this.#revocations.get(verified.resolution.identity.userId)
+    // Not decided here: `#resolveBearer` counts the read.
     if (current === undefined) return undefined
+    this.#app.metrics?.cacheReads.inc(BEARER_HIT)
     return isRevoked(verified.generation, current) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
   }
 
   async #resolveBearer (token: string): Promise<Resolution> {
     let verified = this.#verifiedToken(token)
+    this.#app.metrics?.cacheReads.inc(verified === undefined ? BEARER_MISS : BEARER_HIT)
     if (verified === undefined) {
       let payload: VerifiedToken
       try {

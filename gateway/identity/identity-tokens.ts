@@ -9,6 +9,8 @@ import type { Identity } from './identity-resolver.ts'
 // An identity token is reused until this much of its life is left, then signed again.
 const TOKEN_REUSE_MARGIN_MS = 60_000
 const TOKEN_REUSE_MS = IDENTITY_TOKEN_TTL_SECONDS * 1000 - TOKEN_REUSE_MARGIN_MS
+const TOKEN_HIT = Object.freeze({ cache: 'identity_token', result: 'hit' })
+const TOKEN_MISS = Object.freeze({ cache: 'identity_token', result: 'miss' })
 
 interface IssuedToken {
   /** What each claim provider answered when the token was signed (compared by reference). */
@@ -62,6 +64,7 @@ export class IdentityTokens {
   #token (identity: Identity, extras: readonly TokenClaims[]): UpstreamIdentity | Promise<UpstreamIdentity> {
     const issued = this.#issued.get(identity)
     if (issued !== undefined && issued.reuseUntil > Date.now() && issued.extras.length === extras.length && issued.extras.every((extra, i) => extra === extras[i])) {
+      this.#app.metrics?.cacheReads.inc(TOKEN_HIT)
       return issued.upstream
     }
     const subject = this.#subject === null ? identity.userId : this.#subject(identity.userId)
@@ -75,6 +78,7 @@ export class IdentityTokens {
       return upstream
     }
     const cached = this.#signed.get(key)
+    this.#app.metrics?.cacheReads.inc(cached === undefined ? TOKEN_MISS : TOKEN_HIT)
     if (cached !== undefined) return remember(cached)
     return this.#signer.sign(subject, claims, IDENTITY_TOKEN_TTL_SECONDS).then(({ token, expiresAt }) => {
       // Reused until a minute before it expires, so an upstream never receives a nearly dead token.

@@ -10,8 +10,9 @@ const REVOKE_ONE_PATH = '/auth/revoke-session'
 const REVOKE_OTHERS_PATH = '/auth/revoke-other-sessions'
 const SIGN_IN = /^\/auth\/sign-in\//
 const SIGN_UP = /^\/auth\/sign-up\//
+const BAN_PATH = '/auth/admin/ban-user'
 
-type SessionEvent = 'sign_in' | 'sign_up' | 'sign_out' | 'revoke_sessions' | 'revoke_session'
+type SessionEvent = 'sign_in' | 'sign_up' | 'sign_out' | 'revoke_sessions' | 'revoke_session' | 'ban_user'
 
 function eventOf (method: string, path: string): SessionEvent | null {
   if (method !== 'POST') return null
@@ -20,6 +21,8 @@ function eventOf (method: string, path: string): SessionEvent | null {
   if (path === REVOKE_ONE_PATH || path === REVOKE_OTHERS_PATH) return 'revoke_session'
   if (SIGN_IN.test(path)) return 'sign_in'
   if (SIGN_UP.test(path)) return 'sign_up'
+  // auth-core revokes the banned user's sessions and tokens itself (see the auth proxy).
+  if (path === BAN_PATH) return 'ban_user'
   return null
 }
 
@@ -34,7 +37,8 @@ function cookieOnly (request: FastifyRequest): FastifyRequest {
  * Keeps the gateway's session cache in step with better-auth: a sign-out evicts the cached session,
  * revoking one session evicts the user's. (Revocations of every token of a user are announced by
  * auth-core itself: see the auth proxy.) Runs in `onSend`, before the answer leaves, so the caller's
- * next request already sees the change, on this replica and (with Redis) on every other. Also logs sign-in, sign-up and sign-out events (never credentials).
+ * next request already sees the change, on this replica and (with Redis) on every other. Also logs
+ * and counts sign-in, sign-up, sign-out, revocation and ban events (never credentials).
  */
 async function sessionEvents (app: FastifyInstance): Promise<void> {
   // Classified once, in onRequest; onSend only looks the request up.
@@ -63,6 +67,7 @@ async function sessionEvents (app: FastifyInstance): Promise<void> {
     const { event } = entry
     const userId = entry.userId ?? request.tokensRevokedFor ?? undefined
     const ok = reply.statusCode === 200
+    app.metrics?.authEvents.inc({ event, outcome: ok ? 'success' : 'failure' })
     if (ok) {
       if (event === 'sign_out') app.identities.evict(request.headers.cookie)
       if (event === 'revoke_session' && userId !== undefined) app.identities.evictUser(userId)

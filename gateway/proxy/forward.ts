@@ -40,13 +40,18 @@ export async function forward (tokens: IdentityTokens, upstream: UpstreamClient,
     socket
   )
   watchClient(socket, call)
+  const metrics = request.server.metrics
+  const started = metrics === null ? 0 : performance.now()
   let answer: UpstreamAnswer
   try {
     answer = await call.answer
   } catch (err) {
     if (err instanceof ClientClosedError) return abandoned(request, reply, name)
-    throw upstreamError(err, name)
+    const failure = upstreamError(err, name)
+    metrics?.upstreamErrors.inc({ upstream: name, error: failure.code })
+    throw failure
   }
+  metrics?.upstreamDuration.observe({ upstream: name, status: answer.statusCode }, (performance.now() - started) / 1000)
   const answerHeaders = clientResponseHeaders(answer.headers)
   if (Buffer.isBuffer(answer.body)) return reply.code(answer.statusCode).headers(answerHeaders).send(answer.body)
   return sendStreamed(reply, answer.statusCode, answer.headers, answerHeaders, answer.body, name)
@@ -101,6 +106,7 @@ function sendStreamed (reply: FastifyReply, statusCode: number, upstreamHeaders:
   else if (typeof upstreamHeaders['content-length'] === 'string') headers['content-length'] = upstreamHeaders['content-length']
   body.onUpstreamError = (err) => {
     const failure = upstreamError(err, name)
+    reply.server.metrics?.upstreamErrors.inc({ upstream: name, error: failure.code })
     reply.log.warn({ err: failure, upstream: name }, 'upstream failed mid-answer')
     // The EventSource convention, when the last event was complete; else a truncated body (the
     // client's parser discards a partial event when the stream breaks off).

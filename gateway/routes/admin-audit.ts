@@ -31,13 +31,48 @@ const QUERY_SCHEMA = {
   }
 } as const
 
+const nullableString = { type: ['string', 'null'] } as const
+/** `{ entries: AuditEntry[], next }`, exactly. */
+const AUDIT_PAGE_SCHEMA = {
+  description: 'A page of the log',
+  type: 'object',
+  required: ['entries', 'next'],
+  properties: {
+    entries: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'at', 'actorId', 'action', 'targetUserId', 'ip', 'details'],
+        properties: {
+          id: { type: 'string' },
+          at: { type: 'string', format: 'date-time' },
+          actorId: { type: 'string' },
+          action: { type: 'string', description: 'The admin endpoint, e.g. `set-role`' },
+          targetUserId: nullableString,
+          ip: nullableString,
+          details: { type: 'object', additionalProperties: true, description: 'What of the request the log keeps (never a password or token)' }
+        }
+      }
+    },
+    next: nullableString
+  }
+} as const
+
 /**
  * `GET /api/v1/admin/audit?limit=&before=`: the admin audit log, newest first, a page at a time
  * (`next` is the `before` of the following page, `null` at the end). `role:admin` only (the access
  * policy); with `ADMIN_REQUIRE_2FA`, an admin signed in with two factors only.
  */
 export default async function adminAuditRoutes (app: FastifyInstance, options: AdminAuditOptions): Promise<void> {
-  app.get<{ Querystring: { limit: number, before?: string } }>(ADMIN_AUDIT_ROUTE, { schema: { querystring: QUERY_SCHEMA } }, async (request, reply) => {
+  app.get<{ Querystring: { limit: number, before?: string } }>(ADMIN_AUDIT_ROUTE, {
+    schema: {
+      summary: 'The admin audit log, newest first, a page at a time',
+      description: '`next` is the `before` of the following page, `null` at the end. With `ADMIN_REQUIRE_2FA`, an admin signed in with two factors only (403 `two_factor_required`).',
+      tags: ['Admin'],
+      querystring: QUERY_SCHEMA,
+      response: { 200: AUDIT_PAGE_SCHEMA }
+    }
+  }, async (request, reply) => {
     const caller = callerOf(request)
     if (options.require2fa && caller.user.twoFactorEnabled !== true) throw new TwoFactorRequiredError()
     const { limit, before } = request.query

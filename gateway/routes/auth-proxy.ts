@@ -130,7 +130,9 @@ async function registerProxy (app: FastifyInstance, options: AuthProxyOptions, a
         return { ...forwarded, 'cache-control': 'no-store' }
       },
       onError (reply, { error }) {
-        reply.send(upstreamError(error, 'auth'))
+        const failure = upstreamError(error, 'auth')
+        app.metrics?.upstreamErrors.inc({ upstream: 'auth', error: failure.code })
+        reply.send(failure)
       }
     }
   })

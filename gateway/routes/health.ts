@@ -36,9 +36,21 @@ export default async function healthRoutes (app: FastifyInstance, options: { pub
   // `publicUrl` (PUBLIC_URL, public by definition) tells a client on any address of the gateway
   // which origin its writes must come from: the smoke checker's default `Origin`.
   const health = Object.freeze({ status: 'ok', publicUrl: options.publicUrl })
-  app.get('/health', async () => health)
+  app.get('/health', {
+    schema: {
+      summary: 'Liveness: the process answers',
+      tags: ['Health'],
+      response: { 200: { description: 'Always, while the process runs', type: 'object', required: ['status', 'publicUrl'], properties: { status: { type: 'string', enum: ['ok'] }, publicUrl: { type: 'string', description: '`PUBLIC_URL`' } } } }
+    }
+  }, async () => health)
 
-  app.get('/ready', async (request, reply) => {
+  app.get('/ready', {
+    schema: {
+      summary: 'Readiness: Postgres and auth-core answer and the schema is migrated',
+      description: '200 `{ "status": "ready", "checks": { "postgres", "schema", "authCore" } }`; else 503 `not_ready` with the same `checks`, each `ok` or `down` (the schema: `ok`, `missing`, `outdated` or `unknown`), or `status: "draining"` while shutting down. Why goes to the log only.',
+      tags: ['Health']
+    }
+  }, async (request, reply) => {
     if (app.draining) return sendDraining(reply)
     const [postgres, schema, authCore] = await Promise.all([
       probe('postgres', async () => { await app.pg.query('SELECT 1') }, AUTH_LOOKUP_TIMEOUT_MS),

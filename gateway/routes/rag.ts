@@ -29,7 +29,14 @@ export default async function ragRoutes (app: FastifyInstance, options: RagRoute
   const upstream = pool === undefined ? undefined : new UpstreamClient(pool, options.limits ?? DEFAULT_UPSTREAM_LIMITS)
   bufferBodies(app, 'application/json', true)
   for (const url of RAG_ROUTES) {
-    app.post(url, { config: { identity: 'optional' } }, async (request, reply) => {
+    app.post(url, {
+      config: { identity: 'optional' },
+      schema: {
+        summary: `The RAG upstream's ${url.slice(url.lastIndexOf('/') + 1)}`,
+        description: 'Forwarded to `RAG_UPSTREAM_URL` as it is (JSON), with the caller\'s identity token when signed in; the answer is the upstream\'s, streamed when long. 503 `rag_upstream_not_configured` without an upstream.',
+        tags: ['RAG']
+      }
+    }, async (request, reply) => {
       if (upstream === undefined) throw new RagUpstreamNotConfiguredError()
       return forward(tokens, upstream, NAME, origin, request, reply)
     })

@@ -27,6 +27,33 @@ interface BetterAuthSession {
   userAgent?: string | null
 }
 
+const nullableString = { type: ['string', 'null'] } as const
+/** `SessionView`, exactly. */
+const SESSIONS_RESPONSE = {
+  description: 'The reader\'s sessions',
+  type: 'object',
+  required: ['sessions'],
+  properties: {
+    sessions: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'createdAt', 'lastActiveAt', 'expiresAt', 'ipAddress', 'browser', 'os', 'current'],
+        properties: {
+          id: { type: 'string' },
+          createdAt: { type: 'string', format: 'date-time' },
+          lastActiveAt: { type: 'string', format: 'date-time' },
+          expiresAt: { type: 'string', format: 'date-time' },
+          ipAddress: nullableString,
+          browser: nullableString,
+          os: nullableString,
+          current: { type: 'boolean', description: 'The session of this request' }
+        }
+      }
+    }
+  }
+} as const
+
 const ID_PARAMS = { type: 'object', required: ['id'], additionalProperties: false, properties: { id: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' } } } as const
 
 /**
@@ -62,7 +89,15 @@ export default async function sessionsRoutes (app: FastifyInstance, options: Ses
     return json as BetterAuthSession[]
   }
 
-  app.get(SESSIONS_ROUTE, async (request, reply) => {
+  const tags = ['Sessions']
+  app.get(SESSIONS_ROUTE, {
+    schema: {
+      summary: 'Where the reader is signed in',
+      description: 'With the session cookie only (a bearer token: 400 `session_cookie_required`). Sessions are named by id, never by token.',
+      tags,
+      response: { 200: SESSIONS_RESPONSE }
+    }
+  }, async (request, reply) => {
     const identity = cookieCaller(request)
     const currentToken = identity.session?.token
     reply.header('cache-control', 'no-store')
@@ -79,7 +114,13 @@ export default async function sessionsRoutes (app: FastifyInstance, options: Ses
   })
 
   app.delete<{ Params: { id: string } }>(`${SESSIONS_ROUTE}/:id`, {
-    schema: { params: ID_PARAMS },
+    schema: {
+      summary: 'Sign one of the reader\'s sessions out',
+      description: 'With the session cookie, from an allowed origin; 404 for a session that is not the reader\'s or already ended.',
+      tags,
+      params: ID_PARAMS,
+      response: { 204: { description: 'Signed out', type: 'null' } }
+    },
     preValidation: async (request) => {
       const identity = cookieCaller(request)
       if (!isSameSiteWrite(request, identity, origins)) throw new CsrfRejectedError()

@@ -27,7 +27,14 @@ function tokenTtl (identity: Identity, now: number): number {
 
 /** `GET /auth/jwt` (a client token for the caller) and `GET /auth/jwks` (the published public keys). */
 export default async function tokenRoutes (app: FastifyInstance): Promise<void> {
-  app.get(TOKEN_PATH, async (request, reply): Promise<TokenResponse> => {
+  app.get(TOKEN_PATH, {
+    schema: {
+      summary: 'A client token for the caller',
+      description: 'A JWT (HS256, or EdDSA with `JWT_ALG=EdDSA`; `iss: "better-auth"`) with `sub`, `email`, `name` and the custom user fields, for `Authorization: Bearer` (docs/tokens.md). Never longer-lived than the bearer token it was asked with.',
+      tags: ['Tokens'],
+      response: { 200: { description: 'The token', type: 'object', required: ['token', 'expiresAt'], properties: { token: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } } } }
+    }
+  }, async (request, reply): Promise<TokenResponse> => {
     const identity = callerOf(request)
     // The token belongs to the user's current generation: the next revocation refuses it.
     const generation = await app.identities.tokenGeneration(identity.userId)
@@ -45,7 +52,13 @@ export default async function tokenRoutes (app: FastifyInstance): Promise<void> 
   })
 
   // Public keys only: identity tokens' keys (and client tokens' with JWT_ALG=EdDSA).
-  app.get(JWKS_PATH, async (_request, reply) => {
+  app.get(JWKS_PATH, {
+    schema: {
+      summary: 'The public keys (JWKS) of identity tokens (and of client tokens with JWT_ALG=EdDSA)',
+      description: 'A JSON Web Key Set, cacheable for five minutes; a token naming an unknown `kid` means fetch it again.',
+      tags: ['Tokens']
+    }
+  }, async (_request, reply) => {
     reply.header('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`)
     return app.keyRing.jwks()
   })

@@ -17,7 +17,14 @@ export interface UserProfileRoutesOptions {
 /** `PATCH /auth/user/profile` → auth-core's `POST /update-user`, on the auth-core pool. */
 export default async function userProfileRoutes (app: FastifyInstance, options: UserProfileRoutesOptions): Promise<void> {
   const toAuthCore = forwardedHeaders(options.publicUrl)
-  app.patch(PROFILE_UPDATE_PATH, { schema: { body: { type: 'object' } } }, async (request, reply) => {
+  app.patch(PROFILE_UPDATE_PATH, {
+    schema: {
+      summary: 'Alias of POST /auth/update-user',
+      description: 'The better-auth user\'s name, image and writable custom fields (docs/profiles.md); auth-core requires the session and answers as `update-user` does.',
+      tags: ['Auth'],
+      body: { type: 'object' }
+    }
+  }, async (request, reply) => {
     // The body is sent again as JSON, whatever the client's own content headers said.
     const headers: IncomingHttpHeaders = { ...allowedHeaders(request.headers, AUTH_CORE_REQUEST_HEADERS), 'content-type': 'application/json', accept: 'application/json' }
     let response

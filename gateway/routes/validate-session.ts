@@ -15,7 +15,14 @@ export interface ValidateSessionResponse {
  * is described as auth-core's validate-session describes it (one `userOfToken`), so both answer the same.
  */
 export default async function validateSessionRoutes (app: FastifyInstance): Promise<void> {
-  app.get(VALIDATE_SESSION_PATH, { config: { identity: 'optional' } }, async (request, reply): Promise<ValidateSessionResponse> => {
+  app.get(VALIDATE_SESSION_PATH, {
+    config: { identity: 'optional' },
+    schema: {
+      summary: 'Who a cookie or bearer token belongs to',
+      description: '`{ user, session }` for a session cookie, `{ user, session: null }` for a client token, `{ user: null }` for neither or a bad one; 503 when auth-core or Postgres cannot say (docs/tokens.md).',
+      tags: ['Identity']
+    }
+  }, async (request, reply): Promise<ValidateSessionResponse> => {
     reply.header('cache-control', 'no-store')
     // The policy ignores a failed look-up on a public route; here "auth-core or the database is down"
     // must not read as "signed out" to the backend asking. A bad token is simply no user.

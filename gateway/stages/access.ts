@@ -29,16 +29,26 @@ async function accessStage (app: FastifyInstance, options: AccessStageOptions): 
     if (problems.length > 0) throw new Error(`access policy does not cover the gateway: ${problems.join('; ')}`)
   })
 
+  const refuse = (status: 401 | 403): Error => {
+    app.metrics?.policyRefusals.inc({ status })
+    return status === 401 ? new UnauthorizedError() : new ForbiddenError()
+  }
+
   app.addHook('onRequest', function authorise (request, _reply, done) {
     const facts = request.policyFacts
     if (facts === null || facts.anonymous.allowed) return done()
     const rule = facts.anonymous.rule
-    if (rule === null) return done(new ForbiddenError())
-    if (request.identityFailure !== null) return done(request.identityFailure)
+    if (rule === null) return done(refuse(403))
+    const failure = request.identityFailure
+    if (failure !== null) {
+      // A bad token is refused (401); auth-core or Postgres away is not a refusal (503).
+      if (failure.statusCode === 401) app.metrics?.policyRefusals.inc({ status: 401 })
+      return done(failure)
+    }
     // The rule the identity stage found decides: on a route refined by path, only its own rules may.
     const decision = decideByRule(rule, request.identity?.user ?? null)
     if (decision.allowed) done()
-    else done(decision.status === 401 ? new UnauthorizedError() : new ForbiddenError())
+    else done(refuse(decision.status === 401 ? 401 : 403))
   })
 }
 

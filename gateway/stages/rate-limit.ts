@@ -92,6 +92,11 @@ class RedisCounter implements Counter {
     redis.on('close', () => { this.#markDown(undefined) })
   }
 
+  /** Whether requests are counted in Redis (shared) rather than per replica. */
+  get up (): boolean {
+    return this.#up
+  }
+
   count (key: string, window: number, max: number, callback: (count: Count) => void): void {
     this.#local.count(key, window, max, (local) => {
       if (!this.#up) {
@@ -173,6 +178,7 @@ class Budget {
         return
       }
       request.log.warn({ event: 'rate_limited', group: this.#group }, 'rate limit reached')
+      request.server.metrics?.rateLimited.inc({ group: this.#group })
       const retryAfter = String(Math.max(1, Math.ceil(result.ttl / 1000)))
       done(Object.assign(new RateLimitedError(retryAfter), { headers: { 'retry-after': retryAfter } }))
     })
@@ -182,6 +188,7 @@ class Budget {
 async function connectRedis (app: FastifyInstance, url: string, local: LocalCounter): Promise<Counter> {
   const redis = await createRedis(url)
   const counter = new RedisCounter(redis, local, app.log)
+  app.metrics?.watchRedis(() => counter.up)
   app.addHook('onClose', async () => { counter.close() })
   await connectWithin(redis)
   return counter

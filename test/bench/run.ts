@@ -27,7 +27,7 @@ import type { OpenStreamsFigures, StreamFigures } from './streams.ts'
 
 const PASSWORD = 'benchmark password 1'
 const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
-const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
+const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'public-metrics', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
 type Scenario = typeof SCENARIOS[number]
 // Streamed answers (streams.ts): first-event latency straight and through the gateway, and many open at once.
 const STREAM_SCENARIOS = ['stream-direct', 'stream-node-proxy', 'stream', 'streams-open'] as const
@@ -170,6 +170,13 @@ async function main (): Promise<void> {
     children.push(gateway.process)
     const services = [gateway.process, authCore.process]
     const query = `${gateway.url}/api/v1/query`
+    // The same gateway with METRICS_PORT set (every request recorded), for public-metrics/public.
+    let metricsGateway: Awaited<ReturnType<typeof startChild>> | undefined
+    if (selected('public-metrics')) {
+      metricsGateway = await startChild('service.ts', ['gateway'], { ...gatewayEnv, METRICS_PORT: '0' }, gatewayOptions)
+      children.push(metricsGateway.process)
+      await run({ url: `${metricsGateway.url}/api/v1/query` }, 1)
+    }
 
     // Readers for authed-many and the soak: real sessions, made inside auth-core.
     if (selected('authed-many') || SOAK_SECONDS !== null) {
@@ -239,12 +246,14 @@ async function main (): Promise<void> {
     const proxies = replicas
     const manySessions = readers.length === 0 ? undefined : new Rotation(readers.map((reader) => ({ cookie: reader.cookie })))
 
+    const metricsQuery = metricsGateway === undefined ? undefined : `${metricsGateway.url}/api/v1/query`
     const scenarios: Record<Scenario, (() => Promise<Run>) | undefined> = {
       direct: () => run({ url: `${upstream.url}/api/v1/query` }),
       nginx: nginx === undefined ? undefined : () => run({ url: `${nginx.url}/api/v1/query` }),
       'node-proxy': () => run({ url: `${nodeProxy.url}/api/v1/query` }),
       'fastify-proxy': () => run({ url: `${fastifyProxy.url}/api/v1/query` }),
       public: () => run({ url: query }),
+      'public-metrics': metricsQuery === undefined ? undefined : () => run({ url: metricsQuery }),
       authed: () => run({ url: query, headers: { cookie } }),
       bearer: () => run({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
       // Every request the next of the readers' sessions: the session cache sees each again only after all the others.
@@ -340,6 +349,7 @@ async function main (): Promise<void> {
         'public/direct': ratio(result.public?.rps, result.direct?.rps),
         'public/nginx': ratio(result.public?.rps, result.nginx?.rps),
         'public/node-proxy': ratio(result.public?.rps, result['node-proxy']?.rps),
+        'public-metrics/public': ratio(result['public-metrics']?.rps, result.public?.rps),
         'node-proxy/nginx': ratio(result['node-proxy']?.rps, result.nginx?.rps),
         'authed/public': ratio(result.authed?.rps, result.public?.rps),
         'bearer/public': ratio(result.bearer?.rps, result.public?.rps),

@@ -34,8 +34,12 @@ if (role === 'auth-core') {
   await app.listen({ host: '127.0.0.1', port: config.authCorePort })
 } else {
   const { buildGateway } = await import('../../gateway/app.ts')
-  app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel) })
+  const { ProcessMetrics } = await import('../../shared/metrics.ts')
+  // METRICS_PORT as server.ts reads it: the public-metrics scenario's gateway keeps and serves them.
+  const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+  app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics })
   await app.listen({ host: config.host, port: config.port })
+  if (metrics !== undefined) await metrics.listen(config.metricsHost, config.metricsPort ?? 0)
 }
 const address = app.server.address()
 if (address === null || typeof address === 'string') throw new Error('not listening')

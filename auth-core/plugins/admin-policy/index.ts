@@ -10,7 +10,7 @@ export interface AdminPolicyOptions {
   impersonation: boolean
 }
 
-const IMPERSONATION_PATHS: ReadonlySet<string> = new Set(['/admin/impersonate-user', '/admin/stop-impersonating'])
+export const IMPERSONATION_PATHS: ReadonlySet<string> = new Set(['/admin/impersonate-user', '/admin/stop-impersonating'])
 // Read-only admin endpoints are not audited: they change nothing.
 const READ_ONLY_PATHS: ReadonlySet<string> = new Set(['/admin/list-users', '/admin/get-user', '/admin/list-user-sessions', '/admin/has-permission'])
 /** What of a request body the audit log may keep: never a password or a token. */

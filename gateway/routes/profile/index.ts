@@ -5,7 +5,7 @@ import { callerOf } from '../../identity/identity-resolver.ts'
 import { createProfileRepository } from '../../repositories/profile-repository.ts'
 import type { ProfileUpdate } from '../../repositories/profile-repository.ts'
 import { ConsentedClaims } from './consented-claims.ts'
-import { formatValidationErrors, PROFILE_BODY_SCHEMA, strictAjv } from './schema.ts'
+import { formatValidationErrors, PROFILE_BODY_SCHEMA, PROFILE_RESPONSE_SCHEMA, strictAjv } from './schema.ts'
 
 export const PROFILE_PATH = '/api/v1/profile'
 export const PROFILE_EXPORT_PATH = '/api/v1/profile/export'
@@ -52,11 +52,20 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
     }
   }
 
-  app.get(PROFILE_PATH, async (request) => profiles.get(callerOf(request).userId))
+  const tags = ['Profile']
+  app.get(PROFILE_PATH, {
+    schema: { summary: 'The caller\'s profile', tags, response: { 200: PROFILE_RESPONSE_SCHEMA } }
+  }, async (request) => profiles.get(callerOf(request).userId))
 
   app.post<{ Body: ProfileUpdate }>(PROFILE_PATH, {
     bodyLimit: PROFILE_BODY_LIMIT,
-    schema: { body: PROFILE_BODY_SCHEMA },
+    schema: {
+      summary: 'Create or update the caller\'s profile',
+      description: 'Background fields need `consentGiven: true` (else 400 `consent_required`, nothing written); `consentGiven: false` withdraws consent and erases them. Unknown fields are refused (docs/profiles.md).',
+      tags,
+      body: PROFILE_BODY_SCHEMA,
+      response: { 200: PROFILE_RESPONSE_SCHEMA }
+    },
     validatorCompiler: ({ schema }) => strictAjv.compile(schema),
     schemaErrorFormatter: formatValidationErrors,
     preValidation: checkOrigin
@@ -75,7 +84,10 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
     return result.profile
   })
 
-  app.delete(PROFILE_PATH, { preValidation: checkOrigin }, async (request, reply) => {
+  app.delete(PROFILE_PATH, {
+    schema: { summary: 'Erase the caller\'s profile (consent withdrawn, logged)', tags, response: { 204: { description: 'Erased (or there was none)', type: 'null' } } },
+    preValidation: checkOrigin
+  }, async (request, reply) => {
     const { userId } = callerOf(request)
     const { deleted, withdrew } = await claims.writing(userId, async () => profiles.delete(userId))
     if (withdrew) request.log.info({ event: 'consent_withdraw', userId }, 'consent withdrawn')
@@ -83,7 +95,9 @@ export default async function profileRoutes (app: FastifyInstance, options: Prof
     return reply.code(204).send()
   })
 
-  app.get(PROFILE_EXPORT_PATH, async (request, reply) => {
+  app.get(PROFILE_EXPORT_PATH, {
+    schema: { summary: 'The caller\'s profile and consent log, as an attachment (data-subject access)', tags }
+  }, async (request, reply) => {
     const { userId } = callerOf(request)
     const data = await profiles.export(userId)
     request.log.info({ event: 'profile_export', userId }, 'profile exported')
