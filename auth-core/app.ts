@@ -18,6 +18,7 @@ import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
 import requestMetrics from '../shared/metrics.ts'
 import type { ProcessMetrics } from '../shared/metrics.ts'
+import type { ProcessTracing } from '../shared/tracing.ts'
 import { AuthCoreMetrics, endpointMatcher } from './metrics.ts'
 import healthRoutes from './routes/health.ts'
 import openApiRoutes from './routes/openapi.ts'
@@ -31,6 +32,8 @@ export interface AuthCoreOptions {
   logger?: FastifyServerOptions['logger']
   /** The process's metrics (`METRICS_PORT`); unset: none are kept. */
   metrics?: ProcessMetrics
+  /** The process's tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`); unset: no spans. */
+  tracing?: ProcessTracing
 }
 
 declare module 'fastify' {
@@ -168,6 +171,8 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     genReqId: requestIdGenerator(() => true),
     ...SERVE_WHILE_DRAINING
   })
+  // First, so that every hook and route registered after it gets its span.
+  if (options.tracing !== undefined) await app.register(options.tracing.plugin('auth-core'))
   await app.register(drainPlugin)
   await app.register(requestIdPlugin)
   if (options.metrics !== undefined) await app.register(requestMetrics, { metrics: options.metrics, service: 'auth-core' })

@@ -16,6 +16,7 @@ import drainPlugin, { SERVE_WHILE_DRAINING } from '../shared/drain.ts'
 import { requestIdGenerator } from '../shared/request-id.ts'
 import requestMetrics from '../shared/metrics.ts'
 import type { ProcessMetrics } from '../shared/metrics.ts'
+import type { ProcessTracing } from '../shared/tracing.ts'
 import { GatewayMetrics } from './metrics.ts'
 import { trustedPeer } from './client-address.ts'
 import { securityHeaders } from './stages/hygiene.ts'
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   upstreamTimeoutMs?: number
   /** The process's metrics (`METRICS_PORT`); unset: none are kept. */
   metrics?: ProcessMetrics
+  /** The process's tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`); unset: no spans. */
+  tracing?: ProcessTracing
 }
 
 /** How often Node looks for requests past `REQUEST_TIMEOUT`/`HEADERS_TIMEOUT` (its default, 30 s, would let them run that much over). */
@@ -80,6 +83,8 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
     genReqId: requestIdGenerator(trustedPeer(config.trustProxy)),
     ...SERVE_WHILE_DRAINING
   })
+  // First, so that every hook and route registered after it gets its span.
+  if (options.tracing !== undefined) await app.register(options.tracing.plugin('gateway'))
   // The gateway's migrations; better-auth's tables are auth-core's to check (its `/ready`).
   const schema = new SchemaWatch(options.pool, expectedSchema())
   useErrorFormat(app, GATEWAY_ERRORS, { schema })

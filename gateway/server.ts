@@ -4,13 +4,15 @@ import { loggerOptions } from '../shared/log.ts'
 import { buildGateway } from './app.ts'
 import { run } from '../shared/run.ts'
 import { ProcessMetrics } from '../shared/metrics.ts'
+import { startTracing } from '../shared/tracing.ts'
 
 // `npm run start:gateway`: the gateway alone, against a real Postgres and a running auth-core.
 await run('gateway', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start the gateway alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl, poolOptions(config))
   const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
-  const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics })
+  const tracing = startTracing(config, 'gateway')
+  const app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics, tracing })
   // Alone, the gateway owns its pool (in `npm start` auth-core's logger reports the shared one).
   logPoolErrors(pool, app.log)
   app.addHook('onClose', async () => { await pool.end() })
@@ -19,5 +21,6 @@ await run('gateway', async (config) => {
   return async () => {
     await app.close()
     await metrics?.close()
+    await tracing?.shutdown()
   }
 })

@@ -48,6 +48,10 @@ export interface CommonConfig {
   metricsPort: number | undefined
   /** Where the metrics port listens. @default '127.0.0.1' */
   metricsHost: string
+  /** `OTEL_EXPORTER_OTLP_ENDPOINT`: the OTLP/HTTP collector traces go to (`/v1/traces` added). Unset: no tracing. */
+  otelEndpoint: string | undefined
+  /** `OTEL_SERVICE_NAME`: the `service.name` of this process's spans. @default 'auth-gateway' / 'auth-core' */
+  otelServiceName: string | undefined
 }
 
 /** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
@@ -430,7 +434,9 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     redisUrl,
     adminRequire2fa: flag(env, 'ADMIN_REQUIRE_2FA', true),
     metricsPort: present(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
-    metricsHost: present(env, 'METRICS_HOST') ?? DEFAULT_HOST
+    metricsHost: present(env, 'METRICS_HOST') ?? DEFAULT_HOST,
+    otelEndpoint: httpUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT'),
+    otelServiceName: present(env, 'OTEL_SERVICE_NAME')
   }
 }
 

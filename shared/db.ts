@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import type { PGlite as PGliteDb } from '@electric-sql/pglite'
 import type { CommonConfig } from './config.ts'
+import { traceQueries, tracingQueries } from './spans.ts'
 
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
@@ -88,6 +89,8 @@ export function createPool (connectionString: string, options: PoolOptions = {})
     client.on('error', (err) => {
       (poolLogs.get(pool) ?? STDERR_LOG).warn(describeConnectionError(err), 'a Postgres connection was lost')
     })
+    // With OTEL_EXPORTER_OTLP_ENDPOINT: a span per query of a traced request (shared/tracing.ts).
+    if (tracingQueries()) traceQueries(client)
   })
   // pg-pool re-emits an idle client's error here; the client's own listener above logged it.
   pool.on('error', () => {})

@@ -7,6 +7,8 @@ import type { EmbeddedPostgres, Pool } from '../../shared/db.ts'
 import { migrate } from '../../shared/migrate.ts'
 import { buildGateway } from '../app.ts'
 import { ProcessMetrics } from '../../shared/metrics.ts'
+import { startTracing } from '../../shared/tracing.ts'
+import type { ProcessTracing } from '../../shared/tracing.ts'
 
 export interface Stack {
   /** The gateway's listening URL. */
@@ -20,6 +22,8 @@ export interface Stack {
   authCore: FastifyInstance
   /** Where both services' metrics are served (`METRICS_PORT`), if they are. */
   metricsUrl: string | undefined
+  /** Both services' tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`), if on. */
+  tracing: ProcessTracing | undefined
   /** Stops the gateway (draining in-flight requests), then auth-core, then the database. */
   close: () => Promise<void>
 }
@@ -65,13 +69,16 @@ export async function startStack (config: Readonly<Config>, options: StackOption
 
     // One process, so one metrics port for both services (told apart by their `service` label).
     const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
-    const authCore = await buildAuthCore(config, { pool, logger: options.logger, metrics })
+    // Started before the pool's first connection, whose queries it traces.
+    const tracing = startTracing(config, 'gateway')
+    if (tracing !== undefined) opened.push(async () => { await tracing.shutdown() })
+    const authCore = await buildAuthCore(config, { pool, logger: options.logger, metrics, tracing })
     opened.push(async () => { await authCore.close() })
     await authCore.listen({ host: '127.0.0.1', port: config.authCorePort })
     const authCoreUrl = listeningUrl(authCore)
 
     const gatewayConfig: Readonly<Config> = Object.freeze({ ...config, authCoreUrl })
-    const gateway = await buildGateway(gatewayConfig, { pool, logger: options.logger, metrics })
+    const gateway = await buildGateway(gatewayConfig, { pool, logger: options.logger, metrics, tracing })
     opened.push(async () => { await gateway.close() })
     await gateway.listen({ host: config.host, port: config.port })
     let metricsUrl: string | undefined
@@ -80,7 +87,7 @@ export async function startStack (config: Readonly<Config>, options: StackOption
       opened.push(async () => { await metrics.close() })
     }
 
-    return { url: listeningUrl(gateway), authCoreUrl, databaseUrl, config: gatewayConfig, pool, gateway, authCore, metricsUrl, close }
+    return { url: listeningUrl(gateway), authCoreUrl, databaseUrl, config: gatewayConfig, pool, gateway, authCore, metricsUrl, tracing, close }
   } catch (err) {
     await close()
     throw err

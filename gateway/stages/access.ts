@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
+import { annotate, inSpan } from '../../shared/spans.ts'
 import { coverageProblems, decideByRule } from '../access/is-endpoint-accessible.ts'
 import type { RouteSummary } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
@@ -34,21 +35,27 @@ async function accessStage (app: FastifyInstance, options: AccessStageOptions): 
     return status === 401 ? new UnauthorizedError() : new ForbiddenError()
   }
 
-  app.addHook('onRequest', function authorise (request, _reply, done) {
-    const facts = request.policyFacts
-    if (facts === null || facts.anonymous.allowed) return done()
-    const rule = facts.anonymous.rule
-    if (rule === null) return done(refuse(403))
+  /** Why the request is refused, or undefined when its caller may go on. */
+  const refusal = (request: FastifyRequest, rule: AccessRule | null): Error | undefined => {
+    if (rule === null) return refuse(403)
+    annotate({ 'auth_gateway.access.rule': rule.path, 'auth_gateway.access': rule.access })
     const failure = request.identityFailure
     if (failure !== null) {
       // A bad token is refused (401); auth-core or Postgres away is not a refusal (503).
       if (failure.statusCode === 401) app.metrics?.policyRefusals.inc({ status: 401 })
-      return done(failure)
+      return failure
     }
     // The rule the identity stage found decides: on a route refined by path, only its own rules may.
     const decision = decideByRule(rule, request.identity?.user ?? null)
-    if (decision.allowed) done()
-    else done(refuse(decision.status === 401 ? 401 : 403))
+    annotate({ 'auth_gateway.access.allowed': decision.allowed })
+    return decision.allowed ? undefined : refuse(decision.status === 401 ? 401 : 403)
+  }
+
+  app.addHook('onRequest', function authorise (request, _reply, done) {
+    const facts = request.policyFacts
+    if (facts === null || facts.anonymous.allowed) return done()
+    // A span of its own when traced: the policy decision.
+    done(inSpan('authorise', { 'http.route': facts.route }, () => refusal(request, facts.anonymous.rule)))
   })
 }
 

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { inSpan } from '../../shared/spans.ts'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { anonymousDecisions, isEndpointAccessible } from '../access/is-endpoint-accessible.ts'
 import type { Decision } from '../access/is-endpoint-accessible.ts'
@@ -75,7 +76,8 @@ async function identityStage (app: FastifyInstance, options: IdentityStageOption
       done()
       return
     }
-    app.identities.resolve(request).then((resolution) => {
+    // A span of its own when traced: the look-up in auth-core (or of a token's user) under it.
+    inSpan('identify', { 'http.route': route }, () => app.identities.resolve(request)).then((resolution) => {
       keep(request, resolution)
       done()
     }, done)

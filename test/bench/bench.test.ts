@@ -8,7 +8,7 @@ import { SERVER_DATABASE_URL, tempDir, testDatabase } from '../helper.ts'
 // the two cheapest scenarios for one second each, checked for the shape of the report. No figures
 // are judged; they are for people.
 const ONLY = ['direct', 'public', 'stream']
-const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'public-metrics', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2']
+const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'public-observed', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2']
 
 t.test(`npm run bench -- --quick --duration 1 --only ${ONLY.join(',')} writes the report`, async (t) => {
   const out = join(tempDir(t), 'bench.json')
@@ -49,7 +49,7 @@ t.test(`npm run bench -- --quick --duration 1 --only ${ONLY.join(',')} writes th
     }
   }
   t.equal(report.nginx, existsSync('/usr/sbin/nginx'), 'nginx is started exactly when installed')
-  t.same(Object.keys(report.ratios).sort(), ['authed-many/public', 'authed/public', 'bearer/public', 'haproxy-1/public', 'haproxy-2/haproxy-1', 'node-proxy/nginx', 'p99-under-signin/p99-public', 'public-metrics/public', 'public/direct', 'public/nginx', 'public/node-proxy', 'signin/verify-bound'])
+  t.same(Object.keys(report.ratios).sort(), ['authed-many/public', 'authed/public', 'bearer/public', 'haproxy-1/public', 'haproxy-2/haproxy-1', 'node-proxy/nginx', 'p99-under-signin/p99-public', 'public-observed/public', 'public/direct', 'public/nginx', 'public/node-proxy', 'signin/verify-bound'])
   t.ok((report.ratios['public/direct'] ?? 0) > 0, 'the public/direct ratio')
   t.equal(report.ratios['authed/public'], null, 'ratios of scenarios that did not run are null')
   t.ok((report.gatewayCpuUsPerReq ?? 0) > 0)

@@ -27,7 +27,7 @@ import type { OpenStreamsFigures, StreamFigures } from './streams.ts'
 
 const PASSWORD = 'benchmark password 1'
 const SECRET = 'benchmark-secret-of-at-least-thirty-two-characters'
-const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'public-metrics', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
+const SCENARIOS = ['direct', 'nginx', 'node-proxy', 'fastify-proxy', 'public', 'public-observed', 'authed', 'bearer', 'authed-many', 'profile', 'signin', 'verify-bound', 'public-under-signin', 'public-fixed-rate', 'direct-fixed-rate', 'haproxy-1', 'haproxy-2'] as const
 type Scenario = typeof SCENARIOS[number]
 // Streamed answers (streams.ts): first-event latency straight and through the gateway, and many open at once.
 const STREAM_SCENARIOS = ['stream-direct', 'stream-node-proxy', 'stream', 'streams-open'] as const
@@ -70,6 +70,8 @@ const ALL_SCENARIOS: readonly string[] = [...SCENARIOS, ...STREAM_SCENARIOS]
 const unknown = ONLY?.filter((name) => !ALL_SCENARIOS.includes(name)) ?? []
 if (unknown.length > 0) throw new Error(`--only: no scenario ${unknown.join(', ')} (there are ${ALL_SCENARIOS.join(', ')})`)
 const selected = (name: Scenario | StreamScenario): boolean => SOAK_SECONDS === null && (ONLY === null || ONLY.includes(name))
+// public-observed's sampling: the SDK's own variables, a common production setting.
+const OBSERVED_SAMPLING = { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' }
 const GATEWAY_FLAGS = args['gateway-flags']?.split(/\s+/).filter((flag) => flag !== '') ?? []
 const GATEWAY_ENV: Record<string, string> = {}
 for (const pair of args['gateway-env']?.split(',').filter((p) => p !== '') ?? []) {
@@ -170,12 +172,16 @@ async function main (): Promise<void> {
     children.push(gateway.process)
     const services = [gateway.process, authCore.process]
     const query = `${gateway.url}/api/v1/query`
-    // The same gateway with METRICS_PORT set (every request recorded), for public-metrics/public.
-    let metricsGateway: Awaited<ReturnType<typeof startChild>> | undefined
-    if (selected('public-metrics')) {
-      metricsGateway = await startChild('service.ts', ['gateway'], { ...gatewayEnv, METRICS_PORT: '0' }, gatewayOptions)
-      children.push(metricsGateway.process)
-      await run({ url: `${metricsGateway.url}/api/v1/query` }, 1)
+    // The same gateway with metrics (every request recorded) and tracing (one request in ten sampled,
+    // as the SDK's standard variables say, its spans exported to a local collector: another trivial
+    // upstream, answering 200), for public-observed/public.
+    let observedGateway: Awaited<ReturnType<typeof startChild>> | undefined
+    if (selected('public-observed')) {
+      const collector = await startChild('upstream.ts', [], {})
+      children.push(collector.process)
+      observedGateway = await startChild('service.ts', ['gateway'], { ...gatewayEnv, METRICS_PORT: '0', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, ...OBSERVED_SAMPLING }, gatewayOptions)
+      children.push(observedGateway.process)
+      await run({ url: `${observedGateway.url}/api/v1/query` }, 1)
     }
 
     // Readers for authed-many and the soak: real sessions, made inside auth-core.
@@ -246,14 +252,14 @@ async function main (): Promise<void> {
     const proxies = replicas
     const manySessions = readers.length === 0 ? undefined : new Rotation(readers.map((reader) => ({ cookie: reader.cookie })))
 
-    const metricsQuery = metricsGateway === undefined ? undefined : `${metricsGateway.url}/api/v1/query`
+    const observedQuery = observedGateway === undefined ? undefined : `${observedGateway.url}/api/v1/query`
     const scenarios: Record<Scenario, (() => Promise<Run>) | undefined> = {
       direct: () => run({ url: `${upstream.url}/api/v1/query` }),
       nginx: nginx === undefined ? undefined : () => run({ url: `${nginx.url}/api/v1/query` }),
       'node-proxy': () => run({ url: `${nodeProxy.url}/api/v1/query` }),
       'fastify-proxy': () => run({ url: `${fastifyProxy.url}/api/v1/query` }),
       public: () => run({ url: query }),
-      'public-metrics': metricsQuery === undefined ? undefined : () => run({ url: metricsQuery }),
+      'public-observed': observedQuery === undefined ? undefined : () => run({ url: observedQuery }),
       authed: () => run({ url: query, headers: { cookie } }),
       bearer: () => run({ url: query, headers: { authorization: `Bearer ${bearer}` } }),
       // Every request the next of the readers' sessions: the session cache sees each again only after all the others.
@@ -349,7 +355,7 @@ async function main (): Promise<void> {
         'public/direct': ratio(result.public?.rps, result.direct?.rps),
         'public/nginx': ratio(result.public?.rps, result.nginx?.rps),
         'public/node-proxy': ratio(result.public?.rps, result['node-proxy']?.rps),
-        'public-metrics/public': ratio(result['public-metrics']?.rps, result.public?.rps),
+        'public-observed/public': ratio(result['public-observed']?.rps, result.public?.rps),
         'node-proxy/nginx': ratio(result['node-proxy']?.rps, result.nginx?.rps),
         'authed/public': ratio(result.authed?.rps, result.public?.rps),
         'bearer/public': ratio(result.bearer?.rps, result.public?.rps),

@@ -35,9 +35,10 @@ if (role === 'auth-core') {
 } else {
   const { buildGateway } = await import('../../gateway/app.ts')
   const { ProcessMetrics } = await import('../../shared/metrics.ts')
-  // METRICS_PORT as server.ts reads it: the public-metrics scenario's gateway keeps and serves them.
+  const { startTracing } = await import('../../shared/tracing.ts')
+  // METRICS_PORT and OTEL_EXPORTER_OTLP_ENDPOINT as server.ts reads them: the public-observed scenario's gateway.
   const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
-  app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics })
+  app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics, tracing: startTracing(config, 'gateway') })
   await app.listen({ host: config.host, port: config.port })
   if (metrics !== undefined) await metrics.listen(config.metricsHost, config.metricsPort ?? 0)
 }
