@@ -110,8 +110,25 @@ async function settle (services: ChildProcess[]): Promise<void> {
   }
 }
 
-function overhead (through: StreamFigures | null, direct: StreamFigures | null): number | null {
-  return through === null || direct === null ? null : Math.round((through.firstEventP50 - direct.firstEventP50) * 100) / 100
+/** The median over the rounds of each round's first-event p50 difference (a round compares like with like). */
+function overhead (through: readonly StreamFigures[], direct: readonly StreamFigures[]): number | null {
+  const rounds = Math.min(through.length, direct.length)
+  if (rounds === 0) return null
+  return Math.round(median(Array.from({ length: rounds }, (_, i) => through[i].firstEventP50 - direct[i].firstEventP50)) * 100) / 100
+}
+
+/** One scenario's rounds: the median of each figure, the streams and errors of all. */
+function medianStreamFigures (rounds: readonly StreamFigures[]): StreamFigures | null {
+  if (rounds.length === 0) return null
+  const of = (pick: (figures: StreamFigures) => number): number => median(rounds.map(pick))
+  return {
+    streams: rounds.reduce((sum, f) => sum + f.streams, 0),
+    firstEventP50: of((f) => f.firstEventP50),
+    firstEventP99: of((f) => f.firstEventP99),
+    totalP50: of((f) => f.totalP50),
+    totalP99: of((f) => f.totalP99),
+    errors: rounds.reduce((sum, f) => sum + f.errors, 0)
+  }
 }
 
 function streamLines (streaming: { direct: StreamFigures | null, nodeProxy: StreamFigures | null, gateway: StreamFigures | null, open: OpenStreamsFigures | null, firstEventOverheadP50Ms: number | null, nodeProxyFirstEventOverheadP50Ms: number | null }): string[] {
@@ -314,15 +331,24 @@ async function main (): Promise<void> {
       }
     }
 
-    // The streaming scenarios, once: latency figures of a few hundred streams each, then the open streams' memory.
-    const streaming: Record<'direct' | 'nodeProxy' | 'gateway', StreamFigures | null> & { open: OpenStreamsFigures | null } = { direct: null, nodeProxy: null, gateway: null, open: null }
-    for (const [name, key, base] of [['stream-direct', 'direct', upstream.url], ['stream-node-proxy', 'nodeProxy', nodeProxy.url], ['stream', 'gateway', gateway.url]] as const) {
-      if (!selected(name)) continue
-      log(`${name}: ${STREAM_EVENTS} events ${STREAM_INTERVAL_MS} ms apart, ${DURATION} s`)
-      await settle(services)
-      const figures = await streamLatency(base, DURATION)
-      log(`  ${figures.streams} streams, first event p50 ${figures.firstEventP50} ms, p99 ${figures.firstEventP99} ms, end p50 ${figures.totalP50} ms`)
-      streaming[key] = figures
+    // The streaming scenarios, in interleaved rounds like the others (this machine's figures drift
+    // from one minute to the next): latency figures of a few hundred streams each, then the open streams' memory.
+    const streamRounds: Record<'direct' | 'nodeProxy' | 'gateway', StreamFigures[]> = { direct: [], nodeProxy: [], gateway: [] }
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [name, key, base] of [['stream-direct', 'direct', upstream.url], ['stream-node-proxy', 'nodeProxy', nodeProxy.url], ['stream', 'gateway', gateway.url]] as const) {
+        if (!selected(name)) continue
+        log(`round ${round}/${ROUNDS}: ${name}: ${STREAM_EVENTS} events ${STREAM_INTERVAL_MS} ms apart, ${DURATION} s`)
+        await settle(services)
+        const figures = await streamLatency(base, DURATION)
+        log(`  ${figures.streams} streams, first event p50 ${figures.firstEventP50} ms, p99 ${figures.firstEventP99} ms, end p50 ${figures.totalP50} ms`)
+        streamRounds[key].push(figures)
+      }
+    }
+    const streaming: Record<'direct' | 'nodeProxy' | 'gateway', StreamFigures | null> & { open: OpenStreamsFigures | null } = {
+      direct: medianStreamFigures(streamRounds.direct),
+      nodeProxy: medianStreamFigures(streamRounds.nodeProxy),
+      gateway: medianStreamFigures(streamRounds.gateway),
+      open: null
     }
     if (selected('streams-open')) {
       log(`streams-open: ${OPEN_STREAMS} streams open at once through the gateway`)
@@ -373,9 +399,9 @@ async function main (): Promise<void> {
         events: STREAM_EVENTS,
         intervalMs: STREAM_INTERVAL_MS,
         ...streaming,
-        firstEventOverheadP50Ms: overhead(streaming.gateway, streaming.direct),
+        firstEventOverheadP50Ms: overhead(streamRounds.gateway, streamRounds.direct),
         // What one more process on the way costs on this machine: the floor of any proxy's overhead.
-        nodeProxyFirstEventOverheadP50Ms: overhead(streaming.nodeProxy, streaming.direct)
+        nodeProxyFirstEventOverheadP50Ms: overhead(streamRounds.nodeProxy, streamRounds.direct)
       }
     }
 
