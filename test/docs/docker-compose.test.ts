@@ -61,6 +61,8 @@ t.test('two gateway replicas behind HAProxy, sharing Redis', async (t) => {
   const gatewayEnv = substitute(services['gateway-a'].environment ?? {})
   const authCoreEnv = substitute(services['auth-core'].environment ?? {})
   t.equal(gatewayEnv.REDIS_URL, 'redis://redis:6379', 'the gateways share Redis')
+  t.equal(gatewayEnv.NODE_OPTIONS, '--max-semi-space-size=4 --max-old-space-size=256', 'the gateways start with the memory flags the soak measured')
+  t.notOk(authCoreEnv.NODE_OPTIONS, 'auth-core keeps V8\'s defaults')
   t.equal(authCoreEnv.REDIS_URL, gatewayEnv.REDIS_URL, 'auth-core keeps its sessions in the same Redis')
   for (const name of ['JWT_SECRET', 'PUBLIC_URL', 'ALLOWED_ORIGINS', 'DATABASE_URL'] as const) t.equal(gatewayEnv[name], authCoreEnv[name], `${name} is the same for both services`)
 
