@@ -16,7 +16,7 @@ import { connectSessionStorage } from './session-storage.ts'
 import { Mailer } from './mail.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
-import requestMetrics from '../shared/metrics.ts'
+import requestMetrics, { methodLabel } from '../shared/metrics.ts'
 import type { ProcessMetrics } from '../shared/metrics.ts'
 import type { ProcessTracing } from '../shared/tracing.ts'
 import { AuthCoreMetrics, endpointMatcher } from './metrics.ts'
@@ -214,7 +214,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
       const endpointOf = endpointMatcher(Object.values(auth.api).map((endpoint) => (endpoint as { path?: string }).path))
       scope.addHook('onResponse', function recordEndpoint (request, reply, done) {
         const path = request.url.slice(AUTH_CORE_PREFIX.length).split('?')[0]
-        endpoints.observe({ endpoint: endpointOf(path), method: request.method, status: reply.statusCode }, reply.elapsedTime / 1000)
+        endpoints.observe({ endpoint: endpointOf(path), method: methodLabel(request.method), status: reply.statusCode }, reply.elapsedTime / 1000)
         done()
       })
     }

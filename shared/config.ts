@@ -52,6 +52,11 @@ export interface CommonConfig {
   otelEndpoint: string | undefined
   /** `OTEL_SERVICE_NAME`: the `service.name` of this process's spans. @default 'auth-gateway' / 'auth-core' */
   otelServiceName: string | undefined
+  /**
+   * The share of requests traced, from OpenTelemetry's `OTEL_TRACES_SAMPLER` (`always_on`,
+   * `always_off`, `traceidratio`, or their `parentbased_` forms) and `OTEL_TRACES_SAMPLER_ARG`. @default 1
+   */
+  otelSampleRatio: number
 }
 
 /** What the gateway reads (it never needs `BETTER_AUTH_SECRET`). */
@@ -436,8 +441,21 @@ function commonConfig (env: Env, dev: () => DevSecrets, production: boolean, dat
     metricsPort: present(env, 'METRICS_PORT') === undefined ? undefined : integer(env, 'METRICS_PORT', 0, 0, 65535),
     metricsHost: present(env, 'METRICS_HOST') ?? DEFAULT_HOST,
     otelEndpoint: httpUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT'),
-    otelServiceName: present(env, 'OTEL_SERVICE_NAME')
+    otelServiceName: present(env, 'OTEL_SERVICE_NAME'),
+    otelSampleRatio: sampleRatio(env)
   }
+}
+
+/** `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` as a ratio (the gateway decides; see shared/tracing.ts). */
+function sampleRatio (env: Env): number {
+  const sampler = (present(env, 'OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on').toLowerCase().replace(/^parentbased_/, '')
+  if (sampler === 'always_on') return 1
+  if (sampler === 'always_off') return 0
+  if (sampler !== 'traceidratio') throw new ConfigError('OTEL_TRACES_SAMPLER', 'must be always_on, always_off, traceidratio or their parentbased_ forms', present(env, 'OTEL_TRACES_SAMPLER'))
+  const raw = present(env, 'OTEL_TRACES_SAMPLER_ARG') ?? '1'
+  const ratio = Number(raw)
+  if (!/^\d*\.?\d+$/.test(raw) || ratio > 1) throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', 'must be a number from 0 to 1', raw)
+  return ratio
 }
 
 // Node's timers take at most 2^31 - 1 ms; a longer one would fire at once.

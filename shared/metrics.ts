@@ -12,7 +12,16 @@ export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005
 /** The `route` of a request no route matched (a 404, an attack path): never its URL. */
 export const UNMATCHED_ROUTE = '(unmatched)'
 
+const METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+/** The `method` label: the methods a route takes, every other one (`PROPFIND`, …) as `_OTHER` (OpenTelemetry's convention). */
+export function methodLabel (method: string): string {
+  return METHODS.has(method) ? method : '_OTHER'
+}
+
 const METRICS_PATH = '/metrics'
+const SCRAPE_TIMEOUT_MS = 5_000
+const MAX_SCRAPERS = 16
 const MISNAMED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
 
 /**
@@ -57,6 +66,10 @@ export class ProcessMetrics {
         res.end(JSON.stringify({ error: 'internal_error', message: 'The metrics could not be collected' }))
       })
     })
+    // A scrape is one small GET: a client slower than this is not a scraper.
+    server.headersTimeout = SCRAPE_TIMEOUT_MS
+    server.requestTimeout = SCRAPE_TIMEOUT_MS
+    server.maxConnections = MAX_SCRAPERS
     this.#server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -85,7 +98,7 @@ async function requestMetrics (app: FastifyInstance, options: RequestMetricsOpti
   const { requests } = options.metrics
   const service = options.service
   app.addHook('onResponse', function recordRequest (request, reply, done) {
-    requests.observe({ service, route: request.routeOptions.url ?? UNMATCHED_ROUTE, method: request.method, status: reply.statusCode }, reply.elapsedTime / 1000)
+    requests.observe({ service, route: request.routeOptions.url ?? UNMATCHED_ROUTE, method: methodLabel(request.method), status: reply.statusCode }, reply.elapsedTime / 1000)
     done()
   })
 }

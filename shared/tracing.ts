@@ -3,7 +3,9 @@ import { FastifyOtelInstrumentation } from '@fastify/otel'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici'
 import { resourceFromAttributes } from '@opentelemetry/resources'
-import { BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { AlwaysOnSampler, BatchSpanProcessor, ParentBasedSampler, SamplingDecision } from '@opentelemetry/sdk-trace-base'
+import type { Sampler, SamplingResult } from '@opentelemetry/sdk-trace-base'
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import type { FastifyPluginCallback } from 'fastify'
 import type { CommonConfig, Service } from './config.ts'
@@ -11,7 +13,37 @@ import { redactUrl } from './log.ts'
 import { traceNewConnections } from './spans.ts'
 
 /** What the OpenTelemetry variables say (read by config.ts, the only reader of the environment). */
-export type TracingConfig = Pick<CommonConfig, 'otelEndpoint' | 'otelServiceName'>
+export type TracingConfig = Pick<CommonConfig, 'otelEndpoint' | 'otelServiceName' | 'otelSampleRatio'>
+
+/**
+ * Samples `ratio` of what it is asked about by a random draw, never by the trace id: a client picks
+ * its trace id, and could pick ids a ratio sampler always keeps.
+ */
+class RandomRatioSampler implements Sampler {
+  readonly #ratio: number
+
+  constructor (ratio: number) {
+    this.#ratio = ratio
+  }
+
+  shouldSample (): SamplingResult {
+    return { decision: Math.random() < this.#ratio ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD }
+  }
+
+  toString (): string {
+    return `RandomRatioSampler{${this.#ratio}}`
+  }
+}
+
+/**
+ * The gateway, the public edge, decides for each request itself: a client's `traceparent` gives the
+ * trace its id and parent, but its sampled flag is not obeyed (or every client could have all its
+ * requests traced). auth-core, behind the gateway, follows the gateway's decision.
+ */
+export function samplerFor (ratio: number, edge: boolean): Sampler {
+  const root = ratio >= 1 ? new AlwaysOnSampler() : new RandomRatioSampler(ratio)
+  return edge ? new ParentBasedSampler({ root, remoteParentSampled: root, remoteParentNotSampled: root }) : new ParentBasedSampler({ root })
+}
 
 /**
  * The process's tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`): W3C `traceparent` read from each request
@@ -24,13 +56,15 @@ export class ProcessTracing {
   readonly #provider: NodeTracerProvider
   readonly #undici: UndiciInstrumentation
 
-  constructor (endpoint: string, serviceName: string) {
+  constructor (endpoint: string, serviceName: string, sampler: Sampler) {
     this.#provider = new NodeTracerProvider({
       resource: resourceFromAttributes({ 'service.name': serviceName }),
+      sampler,
       spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint.replace(/\/+$/, '')}/v1/traces` }))]
     })
-    // Global: the context manager (AsyncLocalStorage), the W3C propagator, the tracer of SQL spans.
-    this.#provider.register()
+    // Global: the context manager (AsyncLocalStorage), the tracer of SQL spans, and W3C trace
+    // context only: a client's `baggage` is never read into the context, so never sent on.
+    this.#provider.register({ propagator: new W3CTraceContextPropagator() })
     // Enabled at once (its `enabled: false` would also ignore every request); spans go to this provider.
     this.#undici = new UndiciInstrumentation({
       requireParentforSpans: true,
@@ -52,7 +86,10 @@ export class ProcessTracing {
       enabled: false,
       instrumentHooks: false,
       requestHook: (span, request) => {
-        span.setAttribute('url.path', redactUrl(request.url))
+        const url = redactUrl(request.url)
+        const mark = url.indexOf('?')
+        span.setAttribute('url.path', mark === -1 ? url : url.slice(0, mark))
+        if (mark !== -1) span.setAttribute('url.query', url.slice(mark + 1))
         span.setAttribute('auth_gateway.service', service)
       }
     })
@@ -94,5 +131,6 @@ function withoutTraceHeaders (request: { headers: string | unknown[] }): void {
 /** Tracing for this process when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, named `OTEL_SERVICE_NAME` or after the service. */
 export function startTracing (config: Readonly<TracingConfig>, service: Service): ProcessTracing | undefined {
   if (config.otelEndpoint === undefined) return undefined
-  return new ProcessTracing(config.otelEndpoint, config.otelServiceName ?? (service === 'gateway' ? 'auth-gateway' : 'auth-core'))
+  const gateway = service === 'gateway'
+  return new ProcessTracing(config.otelEndpoint, config.otelServiceName ?? (gateway ? 'auth-gateway' : 'auth-core'), samplerFor(config.otelSampleRatio, gateway))
 }

@@ -28,7 +28,8 @@ const CONTENT = ['content-type', 'content-encoding', 'content-language'] as cons
 const NEGOTIATION = ['accept', 'accept-encoding', 'accept-language'] as const
 const BROWSER = ['user-agent', 'origin', 'referer'] as const
 // Not `X-Request-Id`: the gateway sends the request's own (shared/request-id.ts), which a client does not choose.
-const TRACING = ['traceparent', 'tracestate', 'baggage'] as const
+// Not `baggage`: a client's key/values (`user.id=admin`) are no upstream's to believe.
+const TRACING = ['traceparent', 'tracestate'] as const
 const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'cache-control', 'range', 'if-range'] as const
 
 /** The client headers the RAG and app upstreams receive. */

@@ -13,6 +13,10 @@ export interface ApiDocsRoutesOptions {
   rules: readonly AccessRule[]
 }
 
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
 /** auth-core makes its document on the first ask (a schema check, a second better-auth): a few hundred ms. */
 const DOCUMENT_TIMEOUT_MS = 10_000
 
@@ -35,7 +39,18 @@ export default async function apiDocsRoutes (app: FastifyInstance, options: ApiD
     }
     const text = await response.body.text()
     if (response.statusCode !== 200) throw new BadGatewayError('auth', { cause: new Error(`auth-core ${AUTH_CORE_OPENAPI_PATH} answered ${response.statusCode}`) })
-    return JSON.parse(text) as OpenApiDocument
+    let document: unknown
+    try {
+      document = JSON.parse(text)
+    } catch (err) {
+      throw new BadGatewayError('auth', { cause: err })
+    }
+    // What the merge reads: an object whose `paths` is an object of path items.
+    const paths = (document as { paths?: unknown } | null)?.paths
+    if (!isObject(document) || !isObject(paths) || !Object.values(paths).every(isObject)) {
+      throw new BadGatewayError('auth', { cause: new Error(`auth-core ${AUTH_CORE_OPENAPI_PATH} answered no OpenAPI document`) })
+    }
+    return document as OpenApiDocument
   }
   const build = async (): Promise<{ json: string, html: string }> => {
     const document: JsonObject = mergeDocuments(app.swagger() as unknown as OpenApiDocument, await betterAuthDocument(), options)

@@ -122,14 +122,17 @@ t.test('upstreams: latency of an answer, errors of an upstream that is down, by 
 t.test('labels are route patterns, whatever the URL: 404s and attack paths add none of their own', async (t) => {
   const attacks = ['/wp-login.php', '/api/v1/profile/../../../etc/passwd', '/api/%2e%2e/admin', '/.env', '/auth/../api/v1/profile', `/api/v1/${'x'.repeat(200)}`, '/api/v1/query?id=1%27%20OR%201=1']
   for (const target of attacks) await rawRequest(stack.url, 'GET', target)
+  await rawRequest(stack.url, 'PROPFIND', '/api/v1/profile')
   await rawRequest(stack.url, 'POST', '/auth/not-an-endpoint', [['Content-Type', 'application/json'], ['Origin', 'http://localhost:3000']], '{}')
   const { samples } = await scrape()
   const requests = samples.filter((s) => s.name === 'http_request_duration_seconds_count')
   t.ok(requests.some((s) => s.labels.route === UNMATCHED_ROUTE && s.labels.status === '404'), `unrouted requests are counted as ${UNMATCHED_ROUTE}`)
+  t.ok(requests.some((s) => s.labels.method === '_OTHER'), 'a method no route takes is _OTHER')
+  t.notOk(requests.some((s) => s.labels.method === 'PROPFIND'), 'never its own name')
   for (const sample of requests) {
     const { route, method, service } = sample.labels
     const app = service === 'gateway' ? stack.gateway : stack.authCore
-    if (route !== UNMATCHED_ROUTE) t.ok(app.hasRoute({ url: route, method }), `${service} ${method} ${route} is a registered route`)
+    if (route !== UNMATCHED_ROUTE && method !== '_OTHER') t.ok(app.hasRoute({ url: route, method }), `${service} ${method} ${route} is a registered route`)
   }
   const text = samples.map((s) => JSON.stringify(s.labels)).join('\n')
   for (const fragment of ['wp-login', 'passwd', '.env', 'xxxxxxxx', 'OR 1', 'not-an-endpoint']) t.notOk(text.includes(fragment), `no label holds "${fragment}"`)

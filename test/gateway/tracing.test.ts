@@ -108,9 +108,10 @@ t.test('a signed-in request is one trace: gateway, its policy stages, the call t
 
 t.test('the RAG upstream receives the trace in traceparent', async (t) => {
   const trace = traceparent()
-  const response = await fetch(`${stack.url}/api/v1/query`, { method: 'POST', headers: { 'content-type': 'application/json', traceparent: trace.header }, body: '{"q":"x"}' })
+  const response = await fetch(`${stack.url}/api/v1/query`, { method: 'POST', headers: { 'content-type': 'application/json', traceparent: trace.header, baggage: 'user.id=admin,role=admin' }, body: '{"q":"x"}' })
   t.equal(response.status, 200)
   await response.arrayBuffer()
+  t.equal(rag.requests.at(-1)?.headers.baggage, undefined, 'a client\'s baggage never reaches the upstream')
   const received = String(rag.requests.at(-1)?.headers.traceparent)
   t.match(received, new RegExp(`^00-${trace.traceId}-[0-9a-f]{16}-01$`), 'the same trace id')
   const spans = (await exported()).filter((s) => s.traceId === trace.traceId)
@@ -127,6 +128,9 @@ t.test('no secret in a span: query values and reset tokens are redacted', async 
   const text = JSON.stringify(spans)
   t.notOk(text.includes('secret-reset-token'), 'no reset token')
   t.notOk(text.includes('secret-callback'), 'no query value')
+  const request = spans.find((s) => s.kind === SERVER)
+  t.equal(request?.attributes['url.path'], '/auth/reset-password/[redacted]', 'url.path is the path alone')
+  t.equal(request?.attributes['url.query'], 'callbackURL=[redacted]', 'the query apart, its values redacted')
 })
 
 t.test('without a traceparent the gateway starts the trace; the services share it', async (t) => {

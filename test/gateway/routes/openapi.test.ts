@@ -6,6 +6,7 @@ import { securityHeaders } from '../../../gateway/stages/hygiene.ts'
 import { IMPERSONATION_PATHS } from '../../../auth-core/plugins/admin-policy/index.ts'
 import { loadConfig } from '../../../shared/config.ts'
 import { gatewayOn, JWT_TEST_SECRET, startTestStack, testDatabase } from '../../helper.ts'
+import { recordingUpstream } from '../../upstream.ts'
 
 interface Operation { responses?: Record<string, unknown>, tags?: string[], summary?: string, description?: string, 'x-access'?: string }
 interface Document {
@@ -144,6 +145,18 @@ t.test('the API reference', async (t) => {
     t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: JWT_TEST_SECRET }, 'gateway').apiDocs, false, 'off by default in production')
     t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: JWT_TEST_SECRET, API_DOCS: 'true' }, 'gateway').apiDocs, true, 'unless turned on')
     t.throws(() => loadConfig({ API_DOCS: 'sometimes', JWT_SECRET: JWT_TEST_SECRET }, 'gateway'), { name: 'ConfigError', variable: 'API_DOCS' })
+  })
+
+  t.test('auth-core answering something that is not an OpenAPI document: 502, asked again next time', async (t) => {
+    const answers: unknown[] = ['<html>not a document</html>', null, { openapi: '3.1.0' }, { paths: { '/sign-in/email': null } }]
+    const fake = await recordingUpstream(t, () => ({ body: answers[Math.min(fake.requests.length - 1, answers.length - 1)] }))
+    const gateway = await gatewayOn(t, stack, { AUTH_CORE_URL: fake.url })
+    for (const body of answers) {
+      const answer = await gateway.inject({ method: 'GET', url: '/openapi.json' })
+      t.equal(answer.statusCode, 502, `${JSON.stringify(body)}: 502`)
+      t.match(answer.json(), { error: 'bad_gateway' })
+    }
+    t.equal(fake.requests.filter((r) => r.url === '/openapi.json').length, answers.length, 'a failure is not kept')
   })
 
   t.test('docs/openapi.json is what `npm run openapi` writes now', async (t) => {
