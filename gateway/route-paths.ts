@@ -15,6 +15,8 @@ export const AUTH_CORE_PREFIX = '/api/auth'
  * without the HTTP handler's routing and Request/Response round trip).
  */
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
+/** The signed-in caller, for clients: like validate-session, but 401 when there is none. */
+export const ME_ROUTE = '/auth/me'
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
 export const APP_ROUTE = '/api/*'
 /** The API reference (`API_DOCS`): the OpenAPI document and its page. */

@@ -25,6 +25,7 @@ export const DEFAULT_RULES = [
   { methods: ['*'], path: '/auth', access: 'public' },
   { methods: ['*'], path: '/auth/*', access: 'public' },
   { methods: ['GET'], path: '/auth/jwt', access: 'session' },
+  { methods: ['GET'], path: '/auth/me', access: 'session' },
   { methods: ['*'], path: '/auth/admin', access: 'role:admin' },
   { methods: ['*'], path: '/auth/admin/*', access: 'role:admin' },
   { methods: ['GET'], path: '/auth/jwks', access: 'public' },

@@ -24,6 +24,8 @@ const CASES: Array<[string, string, Who, Expected]> = [
   ['GET', '/auth/jwt', 'anon', 401],
   ['GET', '/auth/jwt', 'reader', 'allow'],
   ['HEAD', '/auth/jwt', 'anon', 401],
+  ['GET', '/auth/me', 'anon', 401],
+  ['GET', '/auth/me', 'reader', 'allow'],
   ['GET', '/auth/./jwt', 'anon', 401],
   ['GET', '/auth/%6Awt', 'anon', 401],
   ['GET', '//auth//jwt', 'anon', 401],
