@@ -2,7 +2,7 @@ import { ConfigError } from '../shared/config.ts'
 import { createPool, poolOptions } from '../shared/db.ts'
 import { loggerOptions } from '../shared/log.ts'
 import { run } from '../shared/run.ts'
-import { ProcessMetrics } from '../shared/metrics.ts'
+import { startMetrics } from '../shared/metrics.ts'
 import { startTracing } from '../shared/tracing.ts'
 import { buildAuthCore } from './app.ts'
 
@@ -10,12 +10,12 @@ import { buildAuthCore } from './app.ts'
 await run('auth-core', async (config) => {
   if (config.databaseUrl === undefined) throw new ConfigError('DATABASE_URL', 'is required to start auth-core alone (npm start runs the embedded database)')
   const pool = createPool(config.databaseUrl, poolOptions(config))
-  const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+  const metrics = startMetrics(config)
   const tracing = startTracing(config, 'auth-core')
   const app = await buildAuthCore(config, { pool, logger: loggerOptions(config.logLevel), metrics, tracing })
   app.addHook('onClose', async () => { await pool.end() })
   await app.listen({ host: config.authCoreHost, port: config.authCorePort })
-  if (metrics !== undefined && config.metricsPort !== undefined) app.log.info({ url: await metrics.listen(config.metricsHost, config.metricsPort) }, 'metrics served')
+  if (metrics !== undefined) app.log.info({ url: await metrics.listen() }, 'metrics served')
   return async () => {
     await app.close()
     await metrics?.close()

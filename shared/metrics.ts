@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client'
-import type { Service } from './config.ts'
+import type { CommonConfig, Service } from './config.ts'
 
 /** Seconds: the gateway answers in under a millisecond, a sign-in (scrypt) in tens, an upstream in up to `UPSTREAM_TIMEOUT`. */
 export const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -34,9 +34,12 @@ export class ProcessMetrics {
   readonly registry = new Registry()
   /** Every answered request; its `_count` is the request count. Labelled by route pattern, never the URL. */
   readonly requests: Histogram<'service' | 'route' | 'method' | 'status'>
+  readonly #address: { host: string, port: number } | undefined
   #server: Server | null = null
 
-  constructor () {
+  /** `address`: where `listen` serves them (`METRICS_HOST`, `METRICS_PORT`); without it they are only kept. */
+  constructor (address?: { host: string, port: number }) {
+    this.#address = address
     collectDefaultMetrics({ register: this.registry })
     // Gauges named like counters (promtool refuses the name); `nodejs_active_handles` etc. by type stay.
     for (const name of MISNAMED_DEFAULT_METRICS) this.registry.removeSingleMetric(name)
@@ -49,8 +52,10 @@ export class ProcessMetrics {
     })
   }
 
-  /** Serves `GET /metrics` (Prometheus text format) on `host:port`; the URL it listens on. */
-  async listen (host: string, port: number): Promise<string> {
+  /** Serves `GET /metrics` (Prometheus text format) on the address it was given; the URL it listens on. */
+  async listen (): Promise<string> {
+    if (this.#address === undefined) throw new Error('these metrics were given no address to serve on')
+    const { host, port } = this.#address
     const server = createServer((req, res) => {
       const path = req.url?.split('?')[0]
       if (path !== METRICS_PATH || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -86,6 +91,11 @@ export class ProcessMetrics {
     this.#server = null
     await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
   }
+}
+
+/** The process's metrics when `METRICS_PORT` is set (served by `listen`), else undefined. */
+export function startMetrics (config: Readonly<Pick<CommonConfig, 'metricsPort' | 'metricsHost'>>): ProcessMetrics | undefined {
+  return config.metricsPort === undefined ? undefined : new ProcessMetrics({ host: config.metricsHost, port: config.metricsPort })
 }
 
 export interface RequestMetricsOptions {

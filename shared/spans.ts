@@ -1,5 +1,5 @@
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
-import type { Attributes, Span } from '@opentelemetry/api'
+import type { Attributes, Context, Span } from '@opentelemetry/api'
 import type pg from 'pg'
 
 const TRACER_NAME = 'auth-gateway'
@@ -22,7 +22,11 @@ export function tracingQueries (): boolean {
 export function inSpan<T> (name: string, attributes: Attributes, work: () => T): T {
   const active = context.active()
   if (trace.getSpan(active) === undefined) return work()
-  const span = trace.getTracer(TRACER_NAME).startSpan(name, { attributes }, active)
+  return within(trace.getTracer(TRACER_NAME).startSpan(name, { attributes }, active), active, work)
+}
+
+/** Runs `work` as `span`'s child context; the span ends when `work` returns, throws or settles. */
+function within<T> (span: Span, active: Context, work: () => T): T {
   let result: T
   try {
     result = context.with(trace.setSpan(active, span), work)
@@ -30,8 +34,8 @@ export function inSpan<T> (name: string, attributes: Attributes, work: () => T):
     endSpan(span, err)
     throw err
   }
-  if (result instanceof Promise) result.then(() => { span.end() }, (err: unknown) => { endSpan(span, err) })
-  else span.end()
+  if (result instanceof Promise) result.then(() => { endSpan(span, null) }, (err: unknown) => { endSpan(span, err) })
+  else endSpan(span, null)
   return result
 }
 
@@ -51,7 +55,7 @@ function operationOf (args: readonly unknown[]): { operation: string, text: stri
 function endSpan (span: Span, err: unknown): void {
   if (err !== null && err !== undefined) {
     span.recordException(err as Error)
-    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as { code?: string }).code ?? 'query failed' })
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as { code?: string }).code ?? 'failed' })
   }
   span.end()
 }
@@ -80,10 +84,7 @@ export function traceQueries (client: pg.ClientBase): void {
       }
       return context.with(trace.setSpan(active, span), () => query(...args))
     }
-    const result = context.with(trace.setSpan(active, span), () => query(...args))
-    if (result instanceof Promise) result.then(() => { endSpan(span, null) }, (err: unknown) => { endSpan(span, err) })
-    else endSpan(span, null)
-    return result
+    return within(span, active, () => query(...args))
   }
   client.query = traced as unknown as typeof client.query
 }

@@ -47,9 +47,9 @@ export function samplerFor (ratio: number, edge: boolean): Sampler {
 
 /**
  * The process's tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`): W3C `traceparent` read from each request
- * and sent with every undici call (auth-core, the upstreams), spans for each request and each of its
- * named hooks (`identify`, `authorise`, … : identity resolution and the policy decision), for each
- * undici call and each SQL query, batched to the collector over OTLP/HTTP. URLs in spans are redacted
+ * and sent with every undici call (auth-core, the upstreams), spans for each request and its handler
+ * (the stages add `identify` and `authorise`: shared/spans.ts), for each undici call and each SQL
+ * query, batched to the collector over OTLP/HTTP. URLs in spans are redacted
  * as in the logs (no query values, no reset token).
  */
 export class ProcessTracing {
@@ -80,7 +80,7 @@ export class ProcessTracing {
     traceNewConnections(true)
   }
 
-  /** The Fastify plugin of one service: a span per request and per named hook. Register it first. */
+  /** The Fastify plugin of one service: a span per request and per handler (hooks get none: about 12 a request). Register it first. */
   plugin (service: Service): FastifyPluginCallback {
     const instrumentation = new FastifyOtelInstrumentation({
       enabled: false,

@@ -6,7 +6,7 @@ import { createPool, poolOptions, startEmbeddedPostgres } from '../../shared/db.
 import type { EmbeddedPostgres, Pool } from '../../shared/db.ts'
 import { migrate } from '../../shared/migrate.ts'
 import { buildGateway } from '../app.ts'
-import { ProcessMetrics } from '../../shared/metrics.ts'
+import { startMetrics } from '../../shared/metrics.ts'
 import { startTracing } from '../../shared/tracing.ts'
 import type { ProcessTracing } from '../../shared/tracing.ts'
 
@@ -68,7 +68,7 @@ export async function startStack (config: Readonly<Config>, options: StackOption
     opened.push(async () => { await pool.end() })
 
     // One process, so one metrics port for both services (told apart by their `service` label).
-    const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+    const metrics = startMetrics(config)
     // Started before the pool's first connection, whose queries it traces.
     const tracing = startTracing(config, 'gateway')
     if (tracing !== undefined) opened.push(async () => { await tracing.shutdown() })
@@ -82,8 +82,8 @@ export async function startStack (config: Readonly<Config>, options: StackOption
     opened.push(async () => { await gateway.close() })
     await gateway.listen({ host: config.host, port: config.port })
     let metricsUrl: string | undefined
-    if (metrics !== undefined && config.metricsPort !== undefined) {
-      metricsUrl = await metrics.listen(config.metricsHost, config.metricsPort)
+    if (metrics !== undefined) {
+      metricsUrl = await metrics.listen()
       opened.push(async () => { await metrics.close() })
     }
 

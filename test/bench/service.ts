@@ -34,13 +34,13 @@ if (role === 'auth-core') {
   await app.listen({ host: '127.0.0.1', port: config.authCorePort })
 } else {
   const { buildGateway } = await import('../../gateway/app.ts')
-  const { ProcessMetrics } = await import('../../shared/metrics.ts')
+  const { startMetrics } = await import('../../shared/metrics.ts')
   const { startTracing } = await import('../../shared/tracing.ts')
   // METRICS_PORT and OTEL_EXPORTER_OTLP_ENDPOINT as server.ts reads them: the public-observed scenario's gateway.
-  const metrics = config.metricsPort === undefined ? undefined : new ProcessMetrics()
+  const metrics = startMetrics(config)
   app = await buildGateway(config, { pool, logger: loggerOptions(config.logLevel), metrics, tracing: startTracing(config, 'gateway') })
   await app.listen({ host: config.host, port: config.port })
-  if (metrics !== undefined) await metrics.listen(config.metricsHost, config.metricsPort ?? 0)
+  if (metrics !== undefined) await metrics.listen()
 }
 const address = app.server.address()
 if (address === null || typeof address === 'string') throw new Error('not listening')
