@@ -1,5 +1,6 @@
 import t from 'tap'
 import { postJson, startTestStack } from '../../helper.ts'
+import { rawRequest } from '../../raw-http.ts'
 import { bearer, issueToken, signUp } from '../../readers.ts'
 
 // GET /auth/me (issue 19): the caller, for clients without a browser; 401 when it is no one, where
@@ -48,4 +49,15 @@ t.test('signed out, or its tokens revoked: 401 from the next request on', async 
   await revoked.arrayBuffer()
   t.equal((await me({ cookie: reader.cookie })).status, 401, 'the session is gone')
   t.equal((await me(bearer(token))).status, 401, 'so is the token')
+})
+
+// Raw sockets: fetch would normalise these before the gateway saw them.
+t.test('no spelling of the path answers an anonymous caller with a user', async (t) => {
+  for (const target of ['/auth/me', '/auth//me', '/auth/./me', '/auth/%6de', '/auth/me?x=1', '/auth/ME', '/auth/me/', '/auth/me;x', '/AUTH/me']) {
+    for (const method of ['GET', 'HEAD', 'POST']) {
+      const answer = await rawRequest(stack.url, method, target, [['Origin', 'http://localhost:3000'], ['Content-Type', 'application/json']], method === 'POST' ? '{}' : '')
+      t.ok([400, 401, 404].includes(answer.status), `${method} ${target}: ${answer.status}`)
+      t.notOk(answer.body.includes('"user"'), `${method} ${target}: no user in the body`)
+    }
+  }
 })
