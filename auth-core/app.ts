@@ -16,6 +16,7 @@ import { connectSessionStorage } from './session-storage.ts'
 import { Mailer } from './mail.ts'
 import type { Auth } from './auth.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
+import verifyApiKeyRoutes from './routes/verify-api-key.ts'
 import requestMetrics, { methodLabel } from '../shared/metrics.ts'
 import type { ProcessMetrics } from '../shared/metrics.ts'
 import type { ProcessTracing } from '../shared/tracing.ts'
@@ -205,6 +206,7 @@ export async function buildAuthCore (config: Readonly<AuthCoreConfig>, options: 
     keyRing = ring
   }
   await app.register(validateSessionRoutes, { pool: options.pool, jwtSecret: config.jwtSecret, keyRing, recovery })
+  await app.register(verifyApiKeyRoutes, { recovery })
 
   await app.register(async function betterAuthRoutes (scope) {
     scope.removeAllContentTypeParsers()

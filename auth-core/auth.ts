@@ -7,6 +7,7 @@ import { admin, twoFactor } from 'better-auth/plugins'
 import { tokenRevocation } from './plugins/token-revocation/index.ts'
 import { adminPolicy } from './plugins/admin-policy/index.ts'
 import { totpReplay } from './plugins/totp-replay/index.ts'
+import { apiKeyPolicy, apiKeys } from './plugins/api-keys/index.ts'
 import type { RedisSessionStorage } from './session-storage.ts'
 import { existingAccountMail, resetPasswordMail, verificationMail } from './mail.ts'
 import type { Mailer } from './mail.ts'
@@ -150,7 +151,10 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
       twoFactor({ issuer: APP_NAME }),
       totpReplay(),
       adminPolicy({ pool, require2fa: config.adminRequire2fa, impersonation: config.adminImpersonation }),
-      tokenRevocation({ pool })
+      tokenRevocation({ pool }),
+      // Named, scoped, expiring keys for scripts (`/auth/api-key/*`); verified on the internal port.
+      apiKeys(),
+      apiKeyPolicy()
     ],
     logger: toPino(log)
   } satisfies BetterAuthOptions

@@ -30,6 +30,7 @@ import healthRoutes from './routes/health.ts'
 import profileRoutes from './routes/profile/index.ts'
 import sessionEvents from './plugins/session-events.ts'
 import tokenRoutes from './routes/tokens.ts'
+import tokenLoginRoutes from './routes/token-login.ts'
 import validateSessionRoutes from './routes/validate-session.ts'
 import userProfileRoutes from './routes/user-profile.ts'
 import adminAuditRoutes from './routes/admin-audit.ts'
@@ -111,6 +112,7 @@ export async function buildGateway (config: Readonly<GatewayConfig>, options: Ga
   await app.register(profileRoutes, { consentVersion: config.consentVersion, allowedOrigins: config.allowedOrigins, publicUrl: config.publicUrl, claimsCacheTtl: config.sessionCacheTtl })
   await app.register(sessionEvents)
   await app.register(tokenRoutes)
+  await app.register(tokenLoginRoutes, { publicUrl: config.publicUrl, allowedOrigins: config.allowedOrigins, userFields: config.userFields })
   await app.register(validateSessionRoutes)
   await app.register(userProfileRoutes, { publicUrl: config.publicUrl })
   await app.register(adminAuditRoutes, { require2fa: config.adminRequire2fa })

@@ -15,6 +15,9 @@ export const BadGatewayError = createError('BAD_GATEWAY', 'The %s service answer
 export const RagUpstreamNotConfiguredError = createError('RAG_UPSTREAM_NOT_CONFIGURED', 'The RAG service is not configured on this gateway (RAG_UPSTREAM_URL)', 503)
 export const UnauthorizedError = createError('UNAUTHORIZED', 'Sign in to use this endpoint', 401)
 export const InvalidTokenError = createError('INVALID_TOKEN', 'The bearer token is invalid or expired', 401)
+export const InvalidRefreshTokenError = createError('INVALID_REFRESH_TOKEN', 'The refresh token is invalid, expired or revoked: log in again', 401)
+export const TwoFactorCodeRequiredError = createError('TWO_FACTOR_CODE_REQUIRED', 'This account signs in with a second factor: send the authenticator app\'s code as `code`', 401)
+export const LoginTokenRequiredError = createError('LOGIN_TOKEN_REQUIRED', 'Only a token from /auth/login can be logged out alone; sign out everywhere (POST /auth/revoke-sessions) ends every token', 400)
 export const ForbiddenError = createError('FORBIDDEN', 'You do not have access to this endpoint', 403)
 export const SessionCookieRequiredError = createError('SESSION_COOKIE_REQUIRED', 'Sessions are managed with the session cookie, not a bearer token', 400)
 export const TwoFactorRequiredError = createError('TWO_FACTOR_REQUIRED', 'Turn on two-factor sign-in to use the admin routes (ADMIN_REQUIRE_2FA)', 403)
@@ -74,7 +77,10 @@ export const GATEWAY_ERRORS = errorRegistry('gateway', [
   { type: ConsentRequiredError, meaning: 'background data without `consentGiven: true`', action: 'ask the reader for consent' },
   { type: BadRedirectError, meaning: 'a redirect target (`callbackURL` and the like) outside `PUBLIC_URL` and `ALLOWED_ORIGINS`', action: 'redirect to the site itself' },
   { type: UnauthorizedError, meaning: 'the route needs a session or a bearer token', action: 'sign in' },
-  { type: InvalidTokenError, meaning: 'the bearer token is invalid, expired or revoked', action: 'get a new token from `/auth/jwt`' },
+  { type: InvalidTokenError, meaning: 'the bearer token is invalid, expired or revoked', action: 'refresh it (`/auth/token/refresh`) or get a new one from `/auth/jwt`' },
+  { type: InvalidRefreshTokenError, meaning: 'a refresh token that is unknown, used, expired or of an ended login (a used one presented again ends its login)', action: 'log in again (`/auth/login`)' },
+  { type: TwoFactorCodeRequiredError, meaning: '`/auth/login` for an account with two-factor sign-in, without `code`', action: 'send the TOTP code as `code`' },
+  { type: LoginTokenRequiredError, meaning: '`/auth/logout` with a `/auth/jwt` token, which belongs to no login of its own', action: 'sign out everywhere, or let it expire' },
   { type: ForbiddenError, meaning: 'the caller lacks the role the route needs, or no rule allows the route', action: '—' },
   { type: SessionCookieRequiredError, meaning: '`/api/v1/sessions` called with a bearer token, which names no session', action: 'call it from the browser, with the session cookie' },
   { type: TwoFactorRequiredError, meaning: 'an admin route, called by an admin who has not turned two-factor sign-in on, with `ADMIN_REQUIRE_2FA`', action: 'enrol TOTP (`/auth/two-factor/enable`), sign in with it' },

@@ -15,8 +15,15 @@ export const AUTH_CORE_PREFIX = '/api/auth'
  * without the HTTP handler's routing and Request/Response round trip).
  */
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
+export const VERIFY_API_KEY_PATH = '/api/verify-api-key'
 /** The signed-in caller, for clients: like validate-session, but 401 when there is none. */
 export const ME_ROUTE = '/auth/me'
+/** Token clients (no cookie): sign-in, rotation, logout of one login. */
+export const LOGIN_ROUTE = '/auth/login'
+export const REFRESH_ROUTE = '/auth/token/refresh'
+export const LOGOUT_ROUTE = '/auth/logout'
+/** `/auth/signup` as a token client's sign-up: routed so only for a request without `Origin` (else the cookie alias). */
+export const TOKEN_SIGNUP_ROUTE = '/auth/signup'
 export const RAG_ROUTES = ['/api/v1/query', '/api/v1/select'] as const
 export const APP_ROUTE = '/api/*'
 /** The API reference (`API_DOCS`): the OpenAPI document and its page. */

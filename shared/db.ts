@@ -6,6 +6,7 @@ import pg from 'pg'
 import type { PGlite as PGliteDb } from '@electric-sql/pglite'
 import type { CommonConfig } from './config.ts'
 import { traceQueries, tracingQueries } from './spans.ts'
+import { isDatabaseUnavailable } from './errors.ts'
 
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
@@ -225,5 +226,31 @@ function ownerOnly (dir: string): void {
       const mode = lstatSync(path).mode & 0o777
       if ((mode & 0o077) !== 0) chmodSync(path, mode & 0o700)
     }
+  }
+}
+
+/** Runs `work` in one transaction begun with `begin` (`BEGIN`, or with an isolation level): committed, or rolled back when it throws. */
+export async function inTransaction<T> (pool: Pool, begin: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await client.query(begin)
+    const result = await work(client)
+    await client.query('COMMIT')
+    return result
+  } catch (err) {
+    // A connection the server dropped is destroyed, not given back to the pool; so is one that
+    // cannot roll back. Only a statement's own failure leaves it fit for the next caller.
+    if (isDatabaseUnavailable(err)) broken = err as Error
+    else {
+      try {
+        await client.query('ROLLBACK')
+      } catch (rollbackError) {
+        broken = rollbackError as Error
+      }
+    }
+    throw err
+  } finally {
+    client.release(broken)
   }
 }

@@ -2,7 +2,7 @@ import { decodeProtectedHeader, jwtVerify, SignJWT } from 'jose'
 import type { JWTPayload } from 'jose'
 import { SIGNING_ALGORITHM } from './signing-keys.ts'
 import type { KeyRing } from './signing-keys.ts'
-import { GENERATION_CLAIM } from './token-revocation.ts'
+import { GENERATION_CLAIM, LOGIN_CLAIM } from './token-revocation.ts'
 
 export const JWT_ISSUER = 'better-auth'
 export const JWT_ALGORITHM = 'HS256'
@@ -61,10 +61,13 @@ async function signWith (key: Uint8Array | CryptoKey, params: SigningParams, sub
   return { token: await jwt.sign(key), expiresAt: new Date(exp * 1000) }
 }
 
-const VERIFY_OPTIONS = {
-  issuer: JWT_ISSUER,
-  clockTolerance: CLOCK_TOLERANCE_SECONDS,
-  requiredClaims: ['sub', 'iat', 'exp']
+export interface VerifyOptions {
+  /** Seconds an expired token still passes (logging out with an expired token); the clock tolerance by default. */
+  expiredFor?: number
+}
+
+function verifyOptions ({ expiredFor = 0 }: VerifyOptions) {
+  return { issuer: JWT_ISSUER, clockTolerance: Math.max(CLOCK_TOLERANCE_SECONDS, expiredFor), requiredClaims: ['sub', 'iat', 'exp'] }
 }
 
 /**
@@ -86,9 +89,9 @@ export class JwtKeys implements TokenSigner {
     return signWith(this.#key, { alg: JWT_ALGORITHM, typ: this.#typ }, subject, claims, ttlSeconds, now)
   }
 
-  /** Throws (a jose error) for a bad signature, algorithm, issuer, an audience or an expired token. */
-  async verify (token: string): Promise<VerifiedToken> {
-    const { payload } = await jwtVerify(token, this.#key, { ...VERIFY_OPTIONS, algorithms: [JWT_ALGORITHM] })
+  /** Throws (a jose error) for a bad signature, algorithm, issuer, an audience or an expired token (`options.expiredFor`: expired longer ago). */
+  async verify (token: string, options: VerifyOptions = {}): Promise<VerifiedToken> {
+    const { payload } = await jwtVerify(token, this.#key, { ...verifyOptions(options), algorithms: [JWT_ALGORITHM] })
     if (payload.aud !== undefined) throw new TokenRefusedError('the token is bound to an audience')
     return payload as VerifiedToken
   }
@@ -113,8 +116,8 @@ export class EdDsaSigner implements TokenSigner {
   }
 }
 
-// Registered claims (and the token generation) are the token's, not the user's.
-const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti', GENERATION_CLAIM])
+// Registered claims (and the token generation and login) are the token's, not the user's.
+const REGISTERED_CLAIMS = new Set(['iss', 'sub', 'aud', 'iat', 'nbf', 'exp', 'jti', GENERATION_CLAIM, LOGIN_CLAIM])
 
 /** The user a client token vouches for: its claims less the registered ones, `sub` as `id`. */
 export function userOfToken (payload: VerifiedToken): { id: string, email: string, name: string, [claim: string]: unknown } {
@@ -143,18 +146,18 @@ export class ClientTokenVerifier {
     this.#ring = ring
   }
 
-  async verify (token: string): Promise<VerifiedToken> {
+  async verify (token: string, options: VerifyOptions = {}): Promise<VerifiedToken> {
     let header
     try {
       header = decodeProtectedHeader(token)
     } catch {
       throw new TokenRefusedError('the token is not a JWT')
     }
-    if (header.alg === JWT_ALGORITHM) return this.#hmac.verify(token)
+    if (header.alg === JWT_ALGORITHM) return this.#hmac.verify(token, options)
     if (header.alg !== SIGNING_ALGORITHM || this.#ring === null || typeof header.kid !== 'string') throw new TokenRefusedError('unexpected token algorithm')
     const key = await this.#ring.verificationKey(header.kid, 'client')
     if (key === null) throw new TokenRefusedError('the token is not signed with a client key')
-    const { payload } = await jwtVerify(token, key, { ...VERIFY_OPTIONS, algorithms: [SIGNING_ALGORITHM] })
+    const { payload } = await jwtVerify(token, key, { ...verifyOptions(options), algorithms: [SIGNING_ALGORITHM] })
     if (payload.aud !== undefined) throw new TokenRefusedError('the token is bound to an audience')
     return payload as VerifiedToken
   }

@@ -80,6 +80,28 @@ export const GATEWAY_MIGRATIONS: Migrations = {
       ip text,
       details jsonb NOT NULL DEFAULT '{}'
     );
+  `),
+  // Token clients (POST /auth/login): one family per login, its refresh tokens stored as digests.
+  // A family dies with its user, by logout, by a used token presented again, or when the user's
+  // token generation moves past the one it began in.
+  '0007-login-token-families': sqlMigration(`
+    CREATE TABLE token_family (
+      id text PRIMARY KEY,
+      user_id text NOT NULL REFERENCES "user"(id) ON DELETE CASCADE,
+      generation integer NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      revoked_at timestamptz,
+      revoked_reason text CHECK (revoked_reason IN ('logout', 'reuse', 'revoked'))
+    );
+    CREATE INDEX token_family_user_id_idx ON token_family (user_id);
+    CREATE TABLE refresh_token (
+      digest text PRIMARY KEY,
+      family_id text NOT NULL REFERENCES token_family(id) ON DELETE CASCADE,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      expires_at timestamptz NOT NULL,
+      used_at timestamptz
+    );
+    CREATE INDEX refresh_token_family_id_idx ON refresh_token (family_id);
   `)
 }
 

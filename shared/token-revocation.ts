@@ -1,10 +1,15 @@
-import type { Pool } from './db.ts'
+import type { Pool, PoolClient } from './db.ts'
 
 /** The response header by which auth-core tells the gateway whose tokens it just revoked (never sent on to clients). */
 export const REVOKED_USER_HEADER = 'x-auth-gateway-revoked-user'
 
+/** The response header by which auth-core names an API key it just deleted or changed (never sent on to clients). */
+export const REVOKED_API_KEY_HEADER = 'x-auth-gateway-revoked-api-key'
+
 /** The claim of a client token naming the user's token generation it was issued in. */
 export const GENERATION_CLAIM = 'gen'
+/** The claim of an access token from `POST /auth/login` naming its login (refresh family), as OpenID Connect names a session. */
+export const LOGIN_CLAIM = 'sid'
 
 /*
  * "Sign out everywhere" for stateless tokens: one generation number per user (table
@@ -17,7 +22,7 @@ export const GENERATION_CLAIM = 'gen'
 export const USER_GONE = Number.POSITIVE_INFINITY
 
 /** The user's current token generation: 0 when never revoked, `USER_GONE` when the account was deleted. */
-export async function readTokenGeneration (db: Pool, userId: string): Promise<number> {
+export async function readTokenGeneration (db: Pool | PoolClient, userId: string): Promise<number> {
   const { rows } = await db.query<{ generation: number | null }>(
     'SELECT r.generation FROM "user" u LEFT JOIN token_revocation r ON r.user_id = u.id WHERE u.id = $1',
     [userId]
@@ -44,4 +49,16 @@ export function generationOf (payload: Record<string, unknown>): number {
 /** Whether a token of generation `tokenGeneration` was revoked: issued before the user's current one. */
 export function isRevoked (tokenGeneration: number, currentGeneration: number): boolean {
   return tokenGeneration < currentGeneration
+}
+
+/** The login a verified token belongs to (`POST /auth/login`), or null for a `/auth/jwt` token. */
+export function loginOf (payload: Record<string, unknown>): string | null {
+  const login = payload[LOGIN_CLAIM]
+  return typeof login === 'string' && login !== '' ? login : null
+}
+
+/** Whether a login's access tokens still pass: its family exists (its user too) and has not ended. */
+export async function isLoginLive (db: Pool | PoolClient, login: string): Promise<boolean> {
+  const { rows } = await db.query<{ live: boolean }>('SELECT revoked_at IS NULL AS live FROM token_family WHERE id = $1', [login])
+  return rows.length === 1 && rows[0].live
 }

@@ -4,7 +4,7 @@ import { DatabaseUnavailableError, isDatabaseUnavailable } from '../../shared/er
 import { bearerToken, ClientTokenVerifier, userOfToken } from '../../shared/jwt.ts'
 import type { KeyRing } from '../../shared/signing-keys.ts'
 import type { SchemaRecovery } from '../schema-recovery.ts'
-import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
+import { generationOf, isLoginLive, isRevoked, loginOf, readTokenGeneration } from '../../shared/token-revocation.ts'
 
 export const VALIDATE_SESSION_PATH = '/api/validate-session'
 
@@ -56,6 +56,9 @@ export default async function validateSessionRoutes (app: FastifyInstance, optio
       }
       // A deleted user's token vouches for no one; the answer is the gateway's, field for field.
       if (isRevoked(generationOf(payload), await readTokenGeneration(options.pool, payload.sub))) return { user: null }
+      // A token client's access token passes while its login does (not logged out, not reused).
+      const login = loginOf(payload)
+      if (login !== null && !await isLoginLive(options.pool, login)) return { user: null }
       return { user: userOfToken(payload), session: null }
     }
     const headers = new Headers()

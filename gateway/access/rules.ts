@@ -26,6 +26,11 @@ export const DEFAULT_RULES = [
   { methods: ['*'], path: '/auth/*', access: 'public' },
   { methods: ['GET'], path: '/auth/jwt', access: 'session' },
   { methods: ['GET'], path: '/auth/me', access: 'session' },
+  // Token clients: the credentials, the refresh token or the access token are the proof, checked by the routes.
+  { methods: ['POST'], path: '/auth/login', access: 'public' },
+  { methods: ['POST'], path: '/auth/signup', access: 'public' },
+  { methods: ['POST'], path: '/auth/token/refresh', access: 'public' },
+  { methods: ['POST'], path: '/auth/logout', access: 'public' },
   { methods: ['*'], path: '/auth/admin', access: 'role:admin' },
   { methods: ['*'], path: '/auth/admin/*', access: 'role:admin' },
   { methods: ['GET'], path: '/auth/jwks', access: 'public' },

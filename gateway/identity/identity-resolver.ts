@@ -4,7 +4,7 @@ import type { JwtAlg, UserField } from '../../shared/config.ts'
 import { DatabaseSchemaOutdatedError, isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, CLOCK_TOLERANCE_SECONDS } from '../../shared/jwt.ts'
 import type { ClientTokenVerifier, TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
-import { generationOf, isRevoked, readTokenGeneration } from '../../shared/token-revocation.ts'
+import { generationOf, isLoginLive, isRevoked, loginOf, readTokenGeneration } from '../../shared/token-revocation.ts'
 import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
@@ -69,6 +69,8 @@ interface VerifiedEntry {
   exp: number
   /** The token generation it was issued in. */
   generation: number
+  /** The login (refresh family) of a token from `POST /auth/login`, which logout ends; null for `/auth/jwt` tokens. */
+  login: string | null
   resolution: { identity: Identity, error: null }
 }
 
@@ -108,7 +110,7 @@ export function sessionCookies (cookieHeader: string | undefined): string | null
 }
 
 /** The claims tokens carry besides the standard ones: the user's role(s) (better-auth's admin plugin) and `AUTH_USER_FIELDS`. */
-function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
+export function customClaims (user: Record<string, unknown>, fields: readonly UserField[]): TokenClaims {
   const claims: TokenClaims = {}
   if (typeof user.role === 'string' && user.role !== '') claims.role = user.role
   for (const field of fields) {
@@ -137,6 +139,8 @@ export class IdentityResolver {
   readonly #unknownCookies: TtlCache<string, Resolution>
   readonly #revocations: TtlCache<string, number>
   readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
+  /** Whether a token client's login is live (not logged out, its refresh tokens not reused). */
+  readonly #logins: TtlCache<string, boolean>
   readonly #inflight = new Map<string, Promise<Resolution>>()
   /** Counts evictions: a look-up that an eviction overtook answers its caller but is not cached. */
   #evictions = 0
@@ -151,6 +155,7 @@ export class IdentityResolver {
     this.#unknownCookies = new TtlCache(options.sessionCacheTtl, ANONYMOUS_CACHE_ENTRIES)
     this.#revocations = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
     this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
+    this.#logins = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
   }
 
   /**
@@ -173,8 +178,8 @@ export class IdentityResolver {
   }
 
   /** How many entries each cache holds (every key is a digest or an id: bounded in bytes too). */
-  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number } {
-    return { sessions: this.#sessions.size, unknownCookies: this.#unknownCookies.size, revocations: this.#revocations.size, verifiedTokens: this.#verifiedTokens.size }
+  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number, logins: number } {
+    return { sessions: this.#sessions.size, unknownCookies: this.#unknownCookies.size, revocations: this.#revocations.size, verifiedTokens: this.#verifiedTokens.size, logins: this.#logins.size }
   }
 
   /** Drops expired entries of every cache (a timer calls it; reads drop them too). */
@@ -183,6 +188,7 @@ export class IdentityResolver {
     this.#unknownCookies.sweep()
     this.#revocations.sweep()
     this.#verifiedTokens.sweep()
+    this.#logins.sweep()
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
@@ -220,6 +226,12 @@ export class IdentityResolver {
     void this.announce({ session })
   }
 
+  /** Forgets whether a token client's login is live (logout, a reused refresh token), here and on every replica; resolves once announced. */
+  async evictLogin (login: string): Promise<void> {
+    this.forget({ login })
+    await this.announce({ login })
+  }
+
   /** Forgets every cached session of a user and the cached revocation time (revoke all), here and on every replica. */
   evictUser (userId: string): void {
     this.forget({ user: userId })
@@ -240,6 +252,8 @@ export class IdentityResolver {
       const userId = revocation.user
       this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
       this.#revocations.delete(userId)
+    } else if ('login' in revocation) {
+      this.#logins.delete(revocation.login)
     }
     for (const listener of this.#listeners) listener(revocation)
   }
@@ -249,6 +263,7 @@ export class IdentityResolver {
     this.#evictions += 1
     this.#sessions.clear()
     this.#revocations.clear()
+    this.#logins.clear()
     for (const listener of this.#listeners) listener('all')
   }
 
@@ -341,8 +356,14 @@ export class IdentityResolver {
     const current = this.#revocations.get(verified.resolution.identity.userId)
     // Not decided here: `#resolveBearer` counts the read.
     if (current === undefined) return undefined
+    let live = true
+    if (verified.login !== null) {
+      const cached = this.#logins.get(verified.login)
+      if (cached === undefined) return undefined
+      live = cached
+    }
     this.#app.metrics?.cacheReads.inc(BEARER_HIT)
-    return isRevoked(verified.generation, current) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
+    return !live || isRevoked(verified.generation, current) ? { identity: null, error: new InvalidTokenError() } : verified.resolution
   }
 
   async #resolveBearer (token: string): Promise<Resolution> {
@@ -360,7 +381,7 @@ export class IdentityResolver {
       const { sub, email, name } = payload
       const user: SessionUser = { ...payload, id: sub, email: String(email ?? ''), name: String(name ?? '') }
       const identity: Identity = { userId: sub, email: user.email, name: user.name, user, session: null, via: 'bearer', claims: customClaims(user, this.#options.userFields) }
-      verified = { exp: payload.exp, generation: generationOf(payload), resolution: { identity, error: null } }
+      verified = { exp: payload.exp, generation: generationOf(payload), login: loginOf(payload), resolution: { identity, error: null } }
       this.#verifiedTokens.set(token, verified)
     }
     const userId = verified.resolution.identity.userId
@@ -373,7 +394,26 @@ export class IdentityResolver {
       }
     }
     if (isRevoked(verified.generation, current)) return { identity: null, error: new InvalidTokenError() }
+    if (verified.login !== null) {
+      let live: boolean
+      try {
+        live = await this.#loginLive(verified.login)
+      } catch (err) {
+        return { identity: null, error: new DatabaseUnavailableError({ cause: err }) }
+      }
+      if (!live) return { identity: null, error: new InvalidTokenError() }
+    }
     return verified.resolution
+  }
+
+  async #loginLive (login: string): Promise<boolean> {
+    const cached = this.#logins.get(login)
+    if (cached !== undefined) return cached
+    const evictions = this.#evictions
+    const live = await isLoginLive(this.#app.pg, login)
+    // A logout that arrived meanwhile may postdate what was read.
+    if (evictions === this.#evictions) this.#logins.set(login, live)
+    return live
   }
 
   /** The user's token generation: tokens of an older one are refused (`USER_GONE` once deleted). */

@@ -1,8 +1,8 @@
+import { inTransaction } from '../../shared/db.ts'
 import type { Pool, PoolClient } from '../../shared/db.ts'
 import type { TokenClaims } from '../../shared/jwt.ts'
 import { BACKGROUND_FIELDS } from '../../shared/profile.ts'
 import type { BackgroundField, ConsentAction, Profile, ProfileExport, ProfileUpdate } from '../../shared/profile.ts'
-import { isDatabaseUnavailable } from '../../shared/errors.ts'
 import { ConsentRequiredError } from '../errors.ts'
 
 export { BACKGROUND_FIELDS }
@@ -81,31 +81,6 @@ export function violatesConsent (update: ProfileUpdate): boolean {
     const value = update[field]
     return value !== undefined && value !== null
   })
-}
-
-async function inTransaction<T> (pool: Pool, begin: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
-  let broken: Error | undefined
-  try {
-    await client.query(begin)
-    const result = await work(client)
-    await client.query('COMMIT')
-    return result
-  } catch (err) {
-    // A connection the server dropped is destroyed, not given back to the pool; so is one that
-    // cannot roll back. Only a statement's own failure leaves it fit for the next caller.
-    if (isDatabaseUnavailable(err)) broken = err as Error
-    else {
-      try {
-        await client.query('ROLLBACK')
-      } catch (rollbackError) {
-        broken = rollbackError as Error
-      }
-    }
-    throw err
-  } finally {
-    client.release(broken)
-  }
 }
 
 async function logConsent (client: PoolClient, userId: string, action: ConsentAction, policyVersion: string): Promise<void> {

@@ -1,15 +1,20 @@
 import type { FastifyRequest } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import { normalisePath } from './normalise-path.ts'
-import { AUTH_ALIASES } from '../route-paths.ts'
+import { AUTH_ALIASES, TOKEN_SIGNUP_ROUTE } from '../route-paths.ts'
 
 /*
  * The normalise stage, first of all: Fastify's `rewriteUrl` server option, so it runs before routing.
  * Every later stage, the policy and the upstream see the one normalised path.
  */
 
-/** The target of an alias, or the path unchanged. Only the alias's own method is mapped. */
-export function resolveAuthAlias (method: string, path: string): string {
+/**
+ * The target of an alias, or the path unchanged. Only the alias's own method is mapped. A sign-up
+ * without `Origin` is a token client's (every browser sends `Origin` on a POST): it stays on the
+ * gateway's token route.
+ */
+export function resolveAuthAlias (method: string, path: string, hasOrigin = true): string {
+  if (!hasOrigin && method === 'POST' && path === TOKEN_SIGNUP_ROUTE) return path
   const alias = AUTH_ALIASES[path]
   return alias !== undefined && (alias.method === method || (alias.method === 'GET' && method === 'HEAD')) ? alias.target : path
 }
@@ -27,7 +32,7 @@ export function rewriteUrl (req: IncomingMessage): string {
     (req as MarkedRequest)[kBadPath] = normalised.reason
     return '/'
   }
-  return resolveAuthAlias(req.method ?? 'GET', normalised.path) + normalised.query
+  return resolveAuthAlias(req.method ?? 'GET', normalised.path, req.headers.origin !== undefined) + normalised.query
 }
 
 /** The path a request was routed on: `rewriteUrl` already normalised it and resolved aliases. */

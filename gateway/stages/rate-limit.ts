@@ -21,7 +21,7 @@ export interface RateLimitPluginOptions {
 
 // The better-auth paths that check a password or send mail: a stolen session must not be able to
 // guess the password through change-password or delete-user outside the sign-in budget.
-const AUTH_GROUP = /^\/auth\/(?:sign-in|sign-up|change-password|change-email|verify-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email|two-factor)(?:\/|$)/
+const AUTH_GROUP = /^\/auth\/(?:login|signup|sign-in|sign-up|change-password|change-email|verify-password|delete-user|reset-password|request-password-reset|forget-password|send-verification-email|two-factor)(?:\/|$)/
 const RAG_PATHS = new Set<string>(RAG_ROUTES)
 // Liveness and readiness: counted on the replica alone, so a hung Redis cannot slow them down.
 const PROBE_PATHS = new Set(['/health', '/ready'])

@@ -1,7 +1,7 @@
 import { createAuthMiddleware, getSessionFromCtx, isAPIError } from 'better-auth/api'
 import type { BetterAuthPlugin } from 'better-auth'
 import type { Pool } from '../../../shared/db.ts'
-import { REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
+import { REVOKED_API_KEY_HEADER, REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
 
 /** better-auth endpoints after whose success none of the user's earlier bearer tokens may pass. */
 export const REVOKING_PATHS: ReadonlySet<string> = new Set([
@@ -14,6 +14,14 @@ export const REVOKING_PATHS: ReadonlySet<string> = new Set([
 const EVICTING_PATHS: ReadonlySet<string> = new Set(['/admin/revoke-user-session'])
 /** Users that no longer exist afterwards: there is no generation to raise. */
 const REMOVING_PATHS: ReadonlySet<string> = new Set(['/delete-user', '/admin/remove-user'])
+/**
+ * The api-key plugin's endpoints after whose success the gateway forgets what it cached of the key
+ * (`keyId` in the body): deleted, or changed (disabled, renamed, a new expiry). API keys are not in
+ * `REVOKING_PATHS`: a key is its own credential, like a personal access token, and outlives "sign out
+ * everywhere" and a password change or reset; a ban or a deleted user (named by `REVOKED_USER_HEADER`)
+ * ends it, as auth-core's verify-api-key answers no user for it.
+ */
+const API_KEY_CHANGING_PATHS: ReadonlySet<string> = new Set(['/api-key/delete', '/api-key/update'])
 
 export interface TokenRevocationOptions {
   pool: Pool
@@ -46,7 +54,8 @@ async function targetUser (ctx: HookContext): Promise<string | undefined> {
  * token names no device, so all of them go; the caller mints a new one at once), a password change
  * that revokes the other sessions, a password reset and deleting the user all refuse the user's older tokens, in
  * the same database the gateway and validate-session read. The answer names the user in an internal
- * header, so the gateway drops its cached sessions and revocation time before the client sees it.
+ * header, so the gateway drops its cached sessions and revocation time before the client sees it;
+ * a deleted or changed API key is named the same way (`REVOKED_API_KEY_HEADER`).
  */
 export function tokenRevocation (options: TokenRevocationOptions) {
   // One entry per request in flight, keyed by the endpoint context both hooks see.
@@ -71,6 +80,12 @@ export function tokenRevocation (options: TokenRevocationOptions) {
           // A deleted user's revocation row went with the user; the gateway refuses a missing user's tokens.
           if (REVOKING_PATHS.has(ctx.path) && !REMOVING_PATHS.has(ctx.path)) await revokeTokensNow(options.pool, userId)
           ctx.setHeader(REVOKED_USER_HEADER, userId)
+        })
+      }, {
+        matcher: (ctx: { path?: string }) => ctx.path !== undefined && API_KEY_CHANGING_PATHS.has(ctx.path),
+        handler: createAuthMiddleware(async (ctx) => {
+          const keyId = (ctx.body as { keyId?: unknown } | undefined)?.keyId
+          if (typeof keyId === 'string' && !isAPIError(ctx.context.returned)) ctx.setHeader(REVOKED_API_KEY_HEADER, keyId)
         })
       }]
     }
