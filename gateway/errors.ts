@@ -18,6 +18,8 @@ export const InvalidTokenError = createError('INVALID_TOKEN', 'The bearer token 
 export const InvalidRefreshTokenError = createError('INVALID_REFRESH_TOKEN', 'The refresh token is invalid, expired or revoked: log in again', 401)
 export const TwoFactorCodeRequiredError = createError('TWO_FACTOR_CODE_REQUIRED', 'This account signs in with a second factor: send the authenticator app\'s code as `code`', 401)
 export const LoginTokenRequiredError = createError('LOGIN_TOKEN_REQUIRED', 'Only a token from /auth/login can be logged out alone; sign out everywhere (POST /auth/revoke-sessions) ends every token', 400)
+export const InvalidApiKeyError = createError('INVALID_API_KEY', 'The API key is invalid, expired or revoked', 401)
+export const ApiKeyOutOfScopeError = createError('API_KEY_OUT_OF_SCOPE', 'This API key does not open this endpoint (its scope is "%s")', 403)
 export const ForbiddenError = createError('FORBIDDEN', 'You do not have access to this endpoint', 403)
 export const SessionCookieRequiredError = createError('SESSION_COOKIE_REQUIRED', 'Sessions are managed with the session cookie, not a bearer token', 400)
 export const TwoFactorRequiredError = createError('TWO_FACTOR_REQUIRED', 'Turn on two-factor sign-in to use the admin routes (ADMIN_REQUIRE_2FA)', 403)
@@ -81,6 +83,8 @@ export const GATEWAY_ERRORS = errorRegistry('gateway', [
   { type: InvalidRefreshTokenError, meaning: 'a refresh token that is unknown, used, expired or of an ended login (a used one presented again ends its login)', action: 'log in again (`/auth/login`)' },
   { type: TwoFactorCodeRequiredError, meaning: '`/auth/login` for an account with two-factor sign-in, without `code`', action: 'send the TOTP code as `code`' },
   { type: LoginTokenRequiredError, meaning: '`/auth/logout` with a `/auth/jwt` token, which belongs to no login of its own', action: 'sign out everywhere, or let it expire' },
+  { type: InvalidApiKeyError, meaning: 'an API key (`X-API-Key`, or `Authorization: Bearer agk_…`) that is unknown, deleted, disabled, expired, or whose owner is banned or gone; refused on every route that reads the caller, public ones too', action: 'create a new key (`/auth/api-key/create`)' },
+  { type: ApiKeyOutOfScopeError, meaning: 'an API key on a route outside its scope (`rag`: the RAG routes; `api`: `/api/*`; never `/auth/*`)', action: 'use a key of a wider scope, or sign in' },
   { type: ForbiddenError, meaning: 'the caller lacks the role the route needs, or no rule allows the route', action: '—' },
   { type: SessionCookieRequiredError, meaning: '`/api/v1/sessions` called with a bearer token, which names no session', action: 'call it from the browser, with the session cookie' },
   { type: TwoFactorRequiredError, meaning: 'an admin route, called by an admin who has not turned two-factor sign-in on, with `ADMIN_REQUIRE_2FA`', action: 'enrol TOTP (`/auth/two-factor/enable`), sign in with it' },

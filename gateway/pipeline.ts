@@ -19,7 +19,8 @@ import rateLimitStage from './stages/rate-limit.ts'
  *   rateLimit   per-address budgets (every route; the sign-in group)
  *   identify    the caller, kept on `request.identity` for every later hook and the handler
  *   authorise   the access policy: default deny, by route and method
- *   ragBudget   (preValidation) the RAG budget, per user when signed in, per address when not
+ *   callerBudget (preValidation) an API key's own budget on every route; else the RAG budget, per user
+ *               when signed in, per address when not
  *   route       the handler
  *
  * CORS runs before hygiene so that a hygiene refusal sent to an allowed origin is still readable by the page.
@@ -35,6 +36,7 @@ export async function registerPipeline (app: FastifyInstance, config: Readonly<G
     window: config.rateLimitWindow,
     ragAnon: config.ragRateLimitAnon,
     ragUser: config.ragRateLimitUser,
+    apiKey: config.apiKeyRateLimit,
     redisUrl: config.redisUrl
   })
   await app.register(identityStage, { rules, byPath })

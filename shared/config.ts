@@ -83,6 +83,8 @@ export interface GatewayConfig extends CommonConfig {
   ragRateLimitAnon: number
   /** @default 120 */
   ragRateLimitUser: number
+  /** Requests per `rateLimitWindow` per API key, on every route it opens (instead of the user's RAG budget). @default 120 */
+  apiKeyRateLimit: number
   /** @default '1' */
   consentVersion: string
   /**
@@ -502,6 +504,7 @@ function gatewayConfig (env: Env, common: CommonConfig): GatewayConfig {
     rateLimitWindow: duration(env, 'RATE_LIMIT_WINDOW', '1 minute'),
     ragRateLimitAnon: integer(env, 'RAG_RATE_LIMIT_ANON', 30, 1, 1_000_000_000),
     ragRateLimitUser: integer(env, 'RAG_RATE_LIMIT_USER', 120, 1, 1_000_000_000),
+    apiKeyRateLimit: integer(env, 'API_KEY_RATE_LIMIT', 120, 1, 1_000_000_000),
     consentVersion,
     trustProxy: trustProxy(env, 'TRUST_PROXY'),
     sessionCacheTtl: duration(env, 'SESSION_CACHE_TTL', '5 seconds'),

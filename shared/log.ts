@@ -6,9 +6,11 @@ export const REDACT_PATHS: readonly string[] = [
   'req.headers.cookie',
   'req.headers.authorization',
   'req.headers["proxy-authorization"]',
+  'req.headers["x-api-key"]',
   'res.headers["set-cookie"]',
   'headers.cookie',
   'headers.authorization',
+  'headers["x-api-key"]',
   'headers["set-cookie"]',
   '*.password',
   '*.newPassword',
@@ -18,7 +20,8 @@ export const REDACT_PATHS: readonly string[] = [
   '*.refreshToken',
   '*.secret',
   'body.password',
-  'body.token'
+  'body.token',
+  'body.key'
 ]
 
 const CENSOR = '[redacted]'

@@ -3,11 +3,10 @@ import type { FastifyInstance } from 'fastify'
 import type { SchemaRecovery } from '../schema-recovery.ts'
 import { verifyGatewayApiKey } from '../plugins/api-keys/index.ts'
 import type { VerifiedApiKey } from '../plugins/api-keys/index.ts'
+import { MAX_API_KEY_LENGTH } from '../../shared/api-keys.ts'
 
 /** The same path as `gateway/route-paths.ts`'s `VERIFY_API_KEY_PATH` (auth-core never imports the gateway). */
 export const VERIFY_API_KEY_PATH = '/api/verify-api-key'
-/** Longer than any key the plugin makes (prefix and 64 characters); a longer body is no key. */
-export const MAX_API_KEY_LENGTH = 256
 
 export interface VerifyApiKeyOptions {
   /** better-auth's schema verdict, looked at again after a migration. */

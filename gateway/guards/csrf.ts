@@ -13,10 +13,10 @@ export function originOf (value: string): string | null {
 
 /**
  * CSRF policy for cookie-authenticated writes: the `Origin` header must be allowed; without one, a
- * `Referer` from an allowed origin is accepted. Bearer calls carry no ambient credentials, so they pass.
+ * `Referer` from an allowed origin is accepted. Bearer and API-key calls carry no ambient credentials, so they pass.
  */
 export function isSameSiteWrite (request: Pick<FastifyRequest, 'headers'>, identity: Pick<Identity, 'via'>, allowed: ReadonlySet<string>): boolean {
-  if (identity.via === 'bearer') return true
+  if (identity.via !== 'cookie') return true
   const { origin, referer } = request.headers
   if (origin !== undefined) return allowed.has(origin)
   if (referer === undefined) return false

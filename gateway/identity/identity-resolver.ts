@@ -1,15 +1,18 @@
 import { createHash } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { API_KEY_CLAIM, API_KEY_HEADER, API_KEY_PREFIX, API_KEY_SHAPE } from '../../shared/api-keys.ts'
+import type { ApiKeyScope } from '../../shared/api-keys.ts'
 import type { JwtAlg, UserField } from '../../shared/config.ts'
 import { DatabaseSchemaOutdatedError, isDatabaseUnavailable } from '../../shared/errors.ts'
 import { bearerToken, CLOCK_TOLERANCE_SECONDS } from '../../shared/jwt.ts'
 import type { ClientTokenVerifier, TokenClaims, TokenSigner, VerifiedToken } from '../../shared/jwt.ts'
 import { generationOf, isLoginLive, isRevoked, loginOf, readTokenGeneration } from '../../shared/token-revocation.ts'
-import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
+import { AuthCoreUnavailableError, DatabaseUnavailableError, InvalidApiKeyError, InvalidTokenError, UnauthorizedError } from '../errors.ts'
 import { TtlCache } from '../ttl-cache.ts'
 import { clientAddress } from '../client-address.ts'
 import { AUTH_LOOKUP_TIMEOUT_MS } from '../proxy/upstream-client.ts'
-import { VALIDATE_SESSION_PATH } from '../route-paths.ts'
+import { VALIDATE_SESSION_PATH, VERIFY_API_KEY_PATH } from '../route-paths.ts'
 import { REQUEST_ID_HEADER } from '../../shared/request-id.ts'
 import type { Revocation } from './revocation-bus.ts'
 
@@ -20,18 +23,29 @@ export interface SessionUser {
   [field: string]: unknown
 }
 
+/** The API key a caller came with (never the key itself). */
+export interface ApiKeyFacts {
+  id: string
+  name: string | null
+  scope: ApiKeyScope
+  /** Milliseconds since the epoch; null for a key that never expires. */
+  expiresAt: number | null
+}
+
 /** Who the caller is, as the gateway vouches for it. */
 export interface Identity {
   userId: string
   email: string
   name: string
-  /** The better-auth user (cookie) or the token's claims (bearer). */
+  /** The better-auth user (cookie, API key) or the token's claims (bearer). */
   user: SessionUser
   /** The better-auth session (cookie callers only). */
   session: Record<string, unknown> | null
-  via: 'cookie' | 'bearer'
-  /** Custom user fields for the identity token. */
+  via: 'cookie' | 'bearer' | 'api_key'
+  /** Custom user fields for the identity token (with an API key, also the key's id). */
   claims: TokenClaims
+  /** The key of an `api_key` caller. */
+  apiKey?: ApiKeyFacts
 }
 
 /**
@@ -41,7 +55,10 @@ export interface Identity {
 export type Resolution =
   | { identity: Identity, error: null }
   | { identity: null, error: null }
-  | { identity: null, error: InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof DatabaseSchemaOutdatedError> | InstanceType<typeof InvalidTokenError> }
+  | { identity: null, error: LookUpFailure | InstanceType<typeof InvalidTokenError> | InstanceType<typeof InvalidApiKeyError> }
+
+/** Why auth-core could not say who a caller is. */
+type LookUpFailure = InstanceType<typeof AuthCoreUnavailableError> | InstanceType<typeof DatabaseUnavailableError> | InstanceType<typeof DatabaseSchemaOutdatedError>
 
 /**
  * Adds claims to the identity token sent upstream (e.g. consented profile fields). Answers
@@ -91,9 +108,19 @@ function errorCodeOf (text: string): unknown {
   }
 }
 
-/** The cache key of a session cookie: its digest, so a cached entry costs 43 bytes whatever the cookie's size. */
-function cookieKey (cookies: string): string {
-  return createHash('sha256').update(cookies).digest('base64url')
+/** The cache key of a session cookie or an API key: its digest, so a cached entry costs 43 bytes whatever the credential's size (and holds no key). */
+function digestOf (credential: string): string {
+  return createHash('sha256').update(credential).digest('base64url')
+}
+
+/**
+ * The API key a request carries: `X-API-Key`, else a bearer token that is one (`agk_…`). A header
+ * sent twice arrives joined (`a, b`) and so is no key.
+ */
+export function apiKeyOf (headers: IncomingHttpHeaders, token: string | null = bearerToken(headers.authorization)): string | null {
+  const header = headers[API_KEY_HEADER]
+  if (header !== undefined) return typeof header === 'string' ? header.trim() : header.join(', ')
+  return token !== null && token.startsWith(API_KEY_PREFIX) ? token : null
 }
 
 /** The better-auth session cookies of a `Cookie` header, in order: the cache key and what auth-core sees. */
@@ -126,10 +153,13 @@ const SESSION_HIT = Object.freeze({ cache: 'session', result: 'hit' })
 const SESSION_MISS = Object.freeze({ cache: 'session', result: 'miss' })
 const BEARER_HIT = Object.freeze({ cache: 'bearer', result: 'hit' })
 const BEARER_MISS = Object.freeze({ cache: 'bearer', result: 'miss' })
+const API_KEY_HIT = Object.freeze({ cache: 'api_key', result: 'hit' })
+const API_KEY_MISS = Object.freeze({ cache: 'api_key', result: 'miss' })
+const INVALID_API_KEY: Resolution = Object.freeze({ identity: null, error: new InvalidApiKeyError() })
 
 /**
  * Resolves cookie sessions through auth-core's validate-session (better-auth's getSession; cached
- * briefly, evicted at sign-out) and
+ * briefly, evicted at sign-out), API keys through auth-core's verify-api-key (the same way), and
  * bearer JWTs locally with jose, with per-user revocation (the token generation).
  */
 export class IdentityResolver {
@@ -141,6 +171,9 @@ export class IdentityResolver {
   readonly #verifiedTokens: TtlCache<string, VerifiedEntry>
   /** Whether a token client's login is live (not logged out, its refresh tokens not reused). */
   readonly #logins: TtlCache<string, boolean>
+  /** API keys by digest: their owners, and apart (in few entries, like unknown cookies) the keys that open nothing. */
+  readonly #apiKeys: TtlCache<string, Resolution>
+  readonly #unknownApiKeys: TtlCache<string, Resolution>
   readonly #inflight = new Map<string, Promise<Resolution>>()
   /** Counts evictions: a look-up that an eviction overtook answers its caller but is not cached. */
   #evictions = 0
@@ -156,6 +189,8 @@ export class IdentityResolver {
     this.#revocations = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
     this.#verifiedTokens = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
     this.#logins = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
+    this.#apiKeys = new TtlCache(options.sessionCacheTtl, SESSION_CACHE_ENTRIES)
+    this.#unknownApiKeys = new TtlCache(options.sessionCacheTtl, ANONYMOUS_CACHE_ENTRIES)
   }
 
   /**
@@ -164,10 +199,12 @@ export class IdentityResolver {
    */
   resolveNow (request: FastifyRequest): Resolution | undefined {
     const token = bearerToken(request.headers.authorization)
+    const key = apiKeyOf(request.headers, token)
+    if (key !== null) return this.#apiKeyNow(key)
     if (token !== null) return this.#bearerNow(token)
     const cookies = sessionCookies(request.headers.cookie)
     if (cookies === null) return ANONYMOUS
-    const cached = this.#cachedSession(cookieKey(cookies))
+    const cached = this.#cachedSession(digestOf(cookies))
     // A miss is counted by `resolve`, which looks it up.
     if (cached !== undefined) this.#app.metrics?.cacheReads.inc(SESSION_HIT)
     return cached
@@ -178,8 +215,16 @@ export class IdentityResolver {
   }
 
   /** How many entries each cache holds (every key is a digest or an id: bounded in bytes too). */
-  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number, logins: number } {
-    return { sessions: this.#sessions.size, unknownCookies: this.#unknownCookies.size, revocations: this.#revocations.size, verifiedTokens: this.#verifiedTokens.size, logins: this.#logins.size }
+  cacheSizes (): { sessions: number, unknownCookies: number, revocations: number, verifiedTokens: number, logins: number, apiKeys: number, unknownApiKeys: number } {
+    return {
+      sessions: this.#sessions.size,
+      unknownCookies: this.#unknownCookies.size,
+      revocations: this.#revocations.size,
+      verifiedTokens: this.#verifiedTokens.size,
+      logins: this.#logins.size,
+      apiKeys: this.#apiKeys.size,
+      unknownApiKeys: this.#unknownApiKeys.size
+    }
   }
 
   /** Drops expired entries of every cache (a timer calls it; reads drop them too). */
@@ -189,24 +234,92 @@ export class IdentityResolver {
     this.#revocations.sweep()
     this.#verifiedTokens.sweep()
     this.#logins.sweep()
+    this.#apiKeys.sweep()
+    this.#unknownApiKeys.sweep()
   }
 
   async resolve (request: FastifyRequest): Promise<Resolution> {
     const token = bearerToken(request.headers.authorization)
+    const apiKey = apiKeyOf(request.headers, token)
+    if (apiKey !== null) return this.#resolveApiKey(apiKey, request)
     if (token !== null) return this.#resolveBearer(token)
     const cookies = sessionCookies(request.headers.cookie)
     if (cookies === null) return ANONYMOUS
-    const key = cookieKey(cookies)
+    const key = digestOf(cookies)
     const cached = this.#cachedSession(key)
     this.#app.metrics?.cacheReads.inc(cached === undefined ? SESSION_MISS : SESSION_HIT)
     if (cached !== undefined) return cached
-    // Concurrent requests with one cookie share one look-up.
+    return this.#shared(key, () => this.#lookUpSession(cookies, key, request))
+  }
+
+  /** Concurrent requests with one credential share one look-up. */
+  async #shared (key: string, lookUp: () => Promise<Resolution>): Promise<Resolution> {
     let pending = this.#inflight.get(key)
     if (pending === undefined) {
-      pending = this.#lookUpSession(cookies, key, request).finally(() => { this.#inflight.delete(key) })
+      pending = lookUp().finally(() => { this.#inflight.delete(key) })
       this.#inflight.set(key, pending)
     }
     return pending
+  }
+
+  #cachedApiKey (digest: string): Resolution | undefined {
+    const cached = this.#apiKeys.get(digest) ?? this.#unknownApiKeys.get(digest)
+    const expiresAt = cached?.identity?.apiKey?.expiresAt
+    if (expiresAt === undefined || expiresAt === null || expiresAt > Date.now()) return cached
+    // Expired while cached: auth-core says so on the next look-up.
+    this.#apiKeys.delete(digest)
+    return undefined
+  }
+
+  #apiKeyNow (key: string): Resolution | undefined {
+    if (!API_KEY_SHAPE.test(key)) return INVALID_API_KEY
+    const cached = this.#cachedApiKey(digestOf(key))
+    if (cached !== undefined) this.#app.metrics?.cacheReads.inc(API_KEY_HIT)
+    return cached
+  }
+
+  async #resolveApiKey (key: string, request: FastifyRequest): Promise<Resolution> {
+    if (!API_KEY_SHAPE.test(key)) return INVALID_API_KEY
+    const digest = digestOf(key)
+    const cached = this.#cachedApiKey(digest)
+    this.#app.metrics?.cacheReads.inc(cached === undefined ? API_KEY_MISS : API_KEY_HIT)
+    if (cached !== undefined) return cached
+    // Apart from cookie digests, which never contain ':'.
+    return this.#shared(`key:${digest}`, () => this.#lookUpApiKey(key, digest, request))
+  }
+
+  async #lookUpApiKey (key: string, digest: string, request: FastifyRequest): Promise<Resolution> {
+    const evictions = this.#evictions
+    let answer: { user?: SessionUser | null, key?: { id: string, name: string | null, scope: ApiKeyScope, expiresAt: string | null } } | null
+    try {
+      answer = await this.#askAuthCore(request, 'POST', VERIFY_API_KEY_PATH, { 'content-type': 'application/json' }, JSON.stringify({ key })) as typeof answer
+    } catch (err) {
+      return this.#lookUpFailed(err, request, 'an API key')
+    }
+    const user = answer?.user
+    const facts = answer?.key
+    if (user === undefined || user === null || typeof user.id !== 'string' || facts === undefined) {
+      this.#app.metrics?.authCoreLookups.inc({ outcome: 'anonymous' })
+      this.#unknownApiKeys.set(digest, INVALID_API_KEY)
+      return INVALID_API_KEY
+    }
+    this.#app.metrics?.authCoreLookups.inc({ outcome: 'signed_in' })
+    const apiKey: ApiKeyFacts = { id: facts.id, name: facts.name, scope: facts.scope, expiresAt: facts.expiresAt === null ? null : Date.parse(facts.expiresAt) }
+    const resolution: Resolution = {
+      identity: {
+        userId: user.id,
+        email: user.email,
+        name: user.name,
+        user,
+        session: null,
+        via: 'api_key',
+        claims: { ...customClaims(user, this.#options.userFields), [API_KEY_CLAIM]: apiKey.id },
+        apiKey
+      },
+      error: null
+    }
+    if (evictions === this.#evictions) this.#apiKeys.set(digest, resolution)
+    return resolution
   }
 
   /**
@@ -221,7 +334,7 @@ export class IdentityResolver {
   evict (cookieHeader: string | undefined): void {
     const cookies = sessionCookies(cookieHeader)
     if (cookies === null) return
-    const session = cookieKey(cookies)
+    const session = digestOf(cookies)
     this.forget({ session })
     void this.announce({ session })
   }
@@ -230,6 +343,12 @@ export class IdentityResolver {
   async evictLogin (login: string): Promise<void> {
     this.forget({ login })
     await this.announce({ login })
+  }
+
+  /** Forgets an API key at once (deleted or changed through the gateway), here and on every replica. */
+  evictApiKey (keyId: string): void {
+    this.forget({ apiKey: keyId })
+    void this.announce({ apiKey: keyId })
   }
 
   /** Forgets every cached session of a user and the cached revocation time (revoke all), here and on every replica. */
@@ -251,9 +370,16 @@ export class IdentityResolver {
     } else if ('user' in revocation) {
       const userId = revocation.user
       this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
+      // A ban or a deletion ends the user's keys too (they outlive a sign-out, and are simply verified again).
+      this.#apiKeys.deleteWhere((resolution) => resolution.identity?.userId === userId)
       this.#revocations.delete(userId)
     } else if ('login' in revocation) {
       this.#logins.delete(revocation.login)
+    } else if ('apiKey' in revocation) {
+      const keyId = revocation.apiKey
+      this.#apiKeys.deleteWhere((resolution) => resolution.identity?.apiKey?.id === keyId)
+      // A key enabled again must not wait for its "opens nothing" to expire.
+      this.#unknownApiKeys.clear()
     }
     for (const listener of this.#listeners) listener(revocation)
   }
@@ -264,6 +390,8 @@ export class IdentityResolver {
     this.#sessions.clear()
     this.#revocations.clear()
     this.#logins.clear()
+    this.#apiKeys.clear()
+    this.#unknownApiKeys.clear()
     for (const listener of this.#listeners) listener('all')
   }
 
@@ -280,45 +408,56 @@ export class IdentityResolver {
     await sent
   }
 
+  /**
+   * One question to auth-core on its internal port: the answer's JSON, or null for a 4xx; throws
+   * `DatabaseUnavailableError`/`DatabaseSchemaOutdatedError` when auth-core says so, else any failure.
+   */
+  async #askAuthCore (request: FastifyRequest, method: 'GET' | 'POST', path: string, headers: Record<string, string>, body?: string): Promise<unknown> {
+    const metrics = this.#app.metrics
+    const started = metrics === null ? 0 : performance.now()
+    const response = await this.#app.authCore.request({
+      method,
+      path,
+      headers: { ...headers, 'x-forwarded-for': clientAddress(request), [REQUEST_ID_HEADER]: request.id, accept: 'application/json' },
+      body,
+      // A caller waits on this: a hung auth-core turns into a 503 within seconds.
+      headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
+      bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS
+    })
+    metrics?.upstreamDuration.observe({ upstream: 'auth', status: response.statusCode }, (performance.now() - started) / 1000)
+    if (response.statusCode === 200) return response.body.json()
+    // better-auth answers 200 for every well-formed cookie, verify-api-key for every key; anything
+    // else is auth-core failing, or auth-core answering that its database is down.
+    if (response.statusCode >= 500) {
+      const code = errorCodeOf(await response.body.text())
+      if (code === 'database_unavailable') throw new DatabaseUnavailableError()
+      // auth-core's tables are not migrated (yet): an operator's problem, said as such.
+      if (code === 'database_schema_outdated') throw new DatabaseSchemaOutdatedError()
+      throw new Error(`${path} answered ${response.statusCode}`)
+    }
+    await response.body.dump()
+    return null
+  }
+
+  /** A look-up that could not say who the caller is: not "anonymous", a 503 wherever it matters. */
+  #lookUpFailed (err: unknown, request: FastifyRequest, what: string): Resolution {
+    this.#app.metrics?.authCoreLookups.inc({ outcome: 'error' })
+    if (err instanceof DatabaseUnavailableError || err instanceof DatabaseSchemaOutdatedError) {
+      request.log.warn({ err }, `auth core cannot read the database for ${what}`)
+      return { identity: null, error: err }
+    }
+    request.log.warn({ err }, `auth core unreachable for ${what}`)
+    return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+  }
+
   async #lookUpSession (cookies: string, key: string, request: FastifyRequest): Promise<Resolution> {
     const evictions = this.#evictions
     // auth-core's validate-session: `{ user, session }`, or `{ user: null }` for a cookie of no session.
     let session: { user?: SessionUser | null, session?: Record<string, unknown> | null } | null
-    const metrics = this.#app.metrics
-    const started = metrics === null ? 0 : performance.now()
     try {
-      const response = await this.#app.authCore.request({
-        method: 'GET',
-        path: VALIDATE_SESSION_PATH,
-        headers: { cookie: cookies, 'x-forwarded-for': clientAddress(request), [REQUEST_ID_HEADER]: request.id, accept: 'application/json' },
-        // A caller waits on this: a hung auth-core turns into a 503 within seconds.
-        headersTimeout: AUTH_LOOKUP_TIMEOUT_MS,
-        bodyTimeout: AUTH_LOOKUP_TIMEOUT_MS
-      })
-      metrics?.upstreamDuration.observe({ upstream: 'auth', status: response.statusCode }, (performance.now() - started) / 1000)
-      if (response.statusCode !== 200) {
-        // better-auth answers 200 for every well-formed cookie; anything else is auth-core failing,
-        // or auth-core answering that its database is down.
-        if (response.statusCode >= 500) {
-          const code = errorCodeOf(await response.body.text())
-          if (code === 'database_unavailable') throw new DatabaseUnavailableError()
-          // auth-core's tables are not migrated (yet): an operator's problem, said as such.
-          if (code === 'database_schema_outdated') throw new DatabaseSchemaOutdatedError()
-          throw new Error(`validate-session answered ${response.statusCode}`)
-        }
-        await response.body.dump()
-        session = null
-      } else {
-        session = await response.body.json() as typeof session
-      }
+      session = await this.#askAuthCore(request, 'GET', VALIDATE_SESSION_PATH, { cookie: cookies }) as typeof session
     } catch (err) {
-      metrics?.authCoreLookups.inc({ outcome: 'error' })
-      if (err instanceof DatabaseUnavailableError || err instanceof DatabaseSchemaOutdatedError) {
-        request.log.warn({ err }, 'auth core cannot read the database for a session look-up')
-        return { identity: null, error: err }
-      }
-      request.log.warn({ err }, 'auth core unreachable for a session look-up')
-      return { identity: null, error: new AuthCoreUnavailableError({ cause: err }) }
+      return this.#lookUpFailed(err, request, 'a session look-up')
     }
     // A forged or tampered cookie answers 200 with `null`: anonymous.
     const user = session?.user
@@ -336,7 +475,7 @@ export class IdentityResolver {
           },
           error: null
         }
-    metrics?.authCoreLookups.inc({ outcome: resolution.identity === null ? 'anonymous' : 'signed_in' })
+    this.#app.metrics?.authCoreLookups.inc({ outcome: resolution.identity === null ? 'anonymous' : 'signed_in' })
     if (resolution.identity === null) this.#unknownCookies.set(key, resolution)
     else if (evictions === this.#evictions) this.#sessions.set(key, resolution)
     return resolution

@@ -19,10 +19,12 @@ interface IssuedToken {
   reuseUntil: number
 }
 
-/** What an upstream learns of a signed-in caller: its token and the `X-User-Id` to send beside it. */
+/** What an upstream learns of a signed-in caller: its token and the `X-User-Id` (and `X-Api-Key-Id`) to send beside it. */
 export interface UpstreamIdentity {
   token: string
   userId: string
+  /** The id of the API key the call was made with (also the token's `api_key` claim). */
+  apiKeyId?: string
 }
 
 /**
@@ -73,7 +75,7 @@ export class IdentityTokens {
     const claims: TokenClaims = Object.assign(named, identity.claims, ...extras)
     const key = `${subject}\n${JSON.stringify(claims)}`
     const remember = (signed: { token: string, reuseUntil: number }): UpstreamIdentity => {
-      const upstream = { token: signed.token, userId: subject }
+      const upstream: UpstreamIdentity = identity.apiKey === undefined ? { token: signed.token, userId: subject } : { token: signed.token, userId: subject, apiKeyId: identity.apiKey.id }
       this.#issued.set(identity, { extras, upstream, reuseUntil: signed.reuseUntil })
       return upstream
     }

@@ -9,9 +9,9 @@ export const REVOCATION_CHANNEL = 'auth-gateway:revocations'
 /**
  * What one replica tells the others to forget: a user's sessions and token generation, one session
  * (its cache key), a user's consented profile claims (after a profile write), or whether a token
- * client's login is live (after a logout or a reused refresh token).
+ * client's login is live (after a logout or a reused refresh token), or an API key (deleted or changed).
  */
-export type Revocation = { user: string } | { session: string } | { claims: string } | { login: string }
+export type Revocation = { user: string } | { session: string } | { claims: string } | { login: string } | { apiKey: string }
 
 export interface RevocationHandlers {
   /** Forget what a message names (never called for this replica's own messages). */
@@ -32,12 +32,13 @@ function parse (raw: string): { origin: string, revocation: Revocation } | null 
     return null
   }
   if (message === null || typeof message !== 'object') return null
-  const { origin, user, session, claims, login } = message as Record<string, unknown>
+  const { origin, user, session, claims, login, apiKey } = message as Record<string, unknown>
   if (typeof origin !== 'string') return null
   if (typeof user === 'string' && user !== '') return { origin, revocation: { user } }
   if (typeof session === 'string' && session !== '') return { origin, revocation: { session } }
   if (typeof claims === 'string' && claims !== '') return { origin, revocation: { claims } }
   if (typeof login === 'string' && login !== '') return { origin, revocation: { login } }
+  if (typeof apiKey === 'string' && apiKey !== '') return { origin, revocation: { apiKey } }
   return null
 }
 

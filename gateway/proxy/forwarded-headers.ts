@@ -22,7 +22,8 @@ const HOP_BY_HOP = new Set([
  * so identity headers an upstream or its framework might trust (`Remote-User`, `X-Forwarded-Groups`,
  * `X-Amzn-Oidc-Identity`, `CF-Connecting-IP`, `Impersonate-User`, and names nobody has thought of yet)
  * cannot be smuggled in. The gateway adds its own after these: `X-Forwarded-*`, and for a signed-in
- * caller `Authorization` and `X-User-Id`.
+ * caller `Authorization` and `X-User-Id` (and `X-Api-Key-Id` for a call made with an API key, whose
+ * key itself never leaves the gateway).
  */
 const CONTENT = ['content-type', 'content-encoding', 'content-language'] as const
 const NEGOTIATION = ['accept', 'accept-encoding', 'accept-language'] as const
@@ -59,8 +60,8 @@ export interface GatewayFacts {
   clientIp: string
   host: string
   protocol: string
-  /** For a signed-in caller: the identity token and user id the gateway vouches for. */
-  identity: { token: string, userId: string } | null
+  /** For a signed-in caller: the identity token and user id the gateway vouches for, and the API key's id when it came with one. */
+  identity: { token: string, userId: string, apiKeyId?: string } | null
   /** The request's id (`X-Request-Id`). */
   requestId: string
 }
@@ -88,6 +89,7 @@ export function upstreamRequestHeaders (client: IncomingHttpHeaders, facts: Gate
   if (facts.identity !== null) {
     headers.authorization = `Bearer ${facts.identity.token}`
     headers['x-user-id'] = facts.identity.userId
+    if (facts.identity.apiKeyId !== undefined) headers['x-api-key-id'] = facts.identity.apiKeyId
   }
   return headers
 }

@@ -8,7 +8,7 @@ import { BadRedirectError, InvalidJsonError, upstreamError } from '../errors.ts'
 import { clientAddress, publicFacts } from '../client-address.ts'
 import type { AddressedRequest } from '../client-address.ts'
 import { REQUEST_ID_HEADER } from '../../shared/request-id.ts'
-import { REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
+import { REVOKED_API_KEY_HEADER, REVOKED_USER_HEADER } from '../../shared/token-revocation.ts'
 import { AUTH_ADMIN_PREFIX, AUTH_CORE_PREFIX, AUTH_PREFIX } from '../route-paths.ts'
 
 // What the proxy itself set for the hop to auth-core (reply-from writes them before the rewrite).
@@ -125,8 +125,12 @@ async function registerProxy (app: FastifyInstance, options: AuthProxyOptions, a
           app.identities.evictUser(revoked)
           if (request !== undefined) request.tokensRevokedFor = revoked
         }
+        // An API key deleted or changed: forgotten the same way.
+        const revokedKey = headers[REVOKED_API_KEY_HEADER]
+        if (typeof revokedKey === 'string') app.identities.evictApiKey(revokedKey)
         const forwarded = authResponseHeaders(headers)
         delete forwarded[REVOKED_USER_HEADER]
+        delete forwarded[REVOKED_API_KEY_HEADER]
         return { ...forwarded, 'cache-control': 'no-store' }
       },
       onError (reply, { error }) {

@@ -17,6 +17,7 @@ export interface ValidateSessionResponse {
  */
 function described (identity: Identity): ValidateSessionResponse {
   if (identity.via === 'bearer') return { user: userOfToken(identity.user as unknown as VerifiedToken), session: null }
+  // An API key, like a bearer token, names no server session.
   return { user: identity.user, session: identity.session }
 }
 

@@ -5,6 +5,8 @@ import { anonymousDecisions, isEndpointAccessible } from '../access/is-endpoint-
 import type { Decision } from '../access/is-endpoint-accessible.ts'
 import type { AccessRule } from '../access/rules.ts'
 import type { Resolution } from '../identity/identity-resolver.ts'
+import { apiKeyOpens } from '../access/api-key-scopes.ts'
+import { ApiKeyOutOfScopeError, InvalidApiKeyError } from '../errors.ts'
 import { routedPath } from './normalise.ts'
 
 declare module 'fastify' {
@@ -40,7 +42,7 @@ function refinedPathOf (request: FastifyRequest): string {
 }
 
 /**
- * The identity stage: who the caller is (cookie session through auth-core, bearer token locally),
+ * The identity stage: who the caller is (cookie session or API key through auth-core, bearer token locally),
  * kept on `request.identity` for every later hook and the handler; a failure to find out is kept on
  * `request.identityFailure` for the access stage to judge. Routes that are public and do not ask for
  * the caller skip it. A caller known without I/O (anonymous, a cached session or token) is decided
@@ -51,9 +53,22 @@ async function identityStage (app: FastifyInstance, options: IdentityStageOption
   const byPath = options.byPath ?? new Map<string, readonly AccessRule[]>()
   app.decorateRequest('policyFacts', null)
 
-  const keep = (request: FastifyRequest, resolution: Resolution): void => {
+  /**
+   * Keeps the caller; answers why the request stops here, if it does. An API key is refused where it
+   * does not open the route, and when it opens nothing, on public routes too: a script that sent a
+   * key means to be someone, and going on anonymously would hide a deleted or mistyped key.
+   */
+  const keep = (request: FastifyRequest, pattern: string, resolution: Resolution): Error | undefined => {
     request.identity = resolution.identity
     request.identityFailure = resolution.error
+    if (resolution.error instanceof InvalidApiKeyError) {
+      app.metrics?.policyRefusals.inc({ status: 401 })
+      return resolution.error
+    }
+    const key = resolution.identity?.apiKey
+    if (key === undefined || apiKeyOpens(key.scope, pattern)) return undefined
+    app.metrics?.policyRefusals.inc({ status: 403 })
+    return new ApiKeyOutOfScopeError(key.scope)
   }
 
   app.addHook('onRequest', function identify (request, _reply, done) {
@@ -72,14 +87,12 @@ async function identityStage (app: FastifyInstance, options: IdentityStageOption
     if ((anonymous.allowed && !optional) || (!anonymous.allowed && anonymous.reason === 'no_rule')) return done()
     const known = app.identities.resolveNow(request)
     if (known !== undefined) {
-      keep(request, known)
-      done()
+      done(keep(request, pattern, known))
       return
     }
     // A span of its own when traced: the look-up in auth-core (or of a token's user) under it.
     inSpan('identify', { 'http.route': route }, () => app.identities.resolve(request)).then((resolution) => {
-      keep(request, resolution)
-      done()
+      done(keep(request, pattern, resolution))
     }, done)
   })
 }

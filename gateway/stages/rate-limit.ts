@@ -15,6 +15,8 @@ export interface RateLimitPluginOptions {
   window: number
   ragAnon: number
   ragUser: number
+  /** Per API key, on every route (see `callerBudget`). */
+  apiKey: number
   /** Shared counters for several replicas; in-process counters when unset, and while Redis does not answer. */
   redisUrl?: string
 }
@@ -195,10 +197,11 @@ async function connectRedis (app: FastifyInstance, url: string, local: LocalCoun
 }
 
 /**
- * Three budgets, decided on the normalised path and the canonical client address (the socket, or
+ * Four budgets, decided on the normalised path and the canonical client address (the socket, or
  * the rightmost untrusted `X-Forwarded-For` entry with `TRUST_PROXY`): every route; the auth
- * group; the RAG routes per user when signed in, per address when not. The RAG check runs after the
- * access policy has resolved the caller. `/health` and `/ready` spend the first budget on this
+ * group; the RAG routes per user when signed in, per address when not; an API key's own, on every
+ * route it opens (in place of the RAG budget). The last two run after the access policy has
+ * resolved the caller. `/health` and `/ready` spend the first budget on this
  * replica's counters only. With Redis away the budgets stay, per replica (docs/redis.md).
  */
 async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
@@ -210,6 +213,7 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
   const auth = new Budget(counter, 'auth', options.authMax, options.authWindow)
   const ragAnon = new Budget(counter, 'rag-anonymous', options.ragAnon, options.window)
   const ragUser = new Budget(counter, 'rag-user', options.ragUser, options.window)
+  const apiKey = new Budget(counter, 'api-key', options.apiKey, options.window)
 
   app.addHook('onRequest', function rateLimit (request, _reply, done) {
     // The CORS plugin answers every OPTIONS itself (204, or 404 to an unlisted origin), never forwarding
@@ -234,7 +238,14 @@ async function rateLimitPlugin (app: FastifyInstance, options: RateLimitPluginOp
       else auth.take(request, `auth:${ip}`, done)
     })
   })
-  app.addHook('preValidation', function ragBudget (request, _reply, done) {
+  app.addHook('preValidation', function callerBudget (request, _reply, done) {
+    // A key is counted on its own, wherever its scope lets it go: a notebook cannot spend the
+    // reader's own chatbot budget, and one leaked key is throttled without its owner's other keys.
+    const key = request.identity?.apiKey
+    if (key !== undefined) {
+      apiKey.take(request, `key:${key.id}`, done)
+      return
+    }
     if (request.method !== 'POST' || !RAG_PATHS.has(routedPath(request))) {
       done()
       return

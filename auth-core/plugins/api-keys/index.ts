@@ -3,6 +3,8 @@ import type { AuthContext, BetterAuthOptions, BetterAuthPlugin, User } from 'bet
 import { parseUserOutput } from 'better-auth/db'
 import { apiKey, API_KEY_TABLE_NAME, defaultKeyHasher } from '@better-auth/api-key'
 import type { ApiKey } from '@better-auth/api-key'
+import { API_KEY_PREFIX, API_KEY_SCOPES, API_KEY_SHAPE, isApiKeyScope } from '../../../shared/api-keys.ts'
+import type { ApiKeyScope } from '../../../shared/api-keys.ts'
 
 /*
  * API keys for scripts and notebooks: better-auth's api-key plugin (`/auth/api-key/create`, `list`,
@@ -15,19 +17,12 @@ import type { ApiKey } from '@better-auth/api-key'
  * it is deleted, disabled or expired, and when its owner is banned or deleted.
  */
 
-/** What a key opens at the gateway: `rag` the RAG routes only; `api` those and the other signed-in `/api/*` routes. Never `/auth/*`. */
-export const API_KEY_SCOPES = ['rag', 'api'] as const
-export type ApiKeyScope = typeof API_KEY_SCOPES[number]
 /** @default 'rag' */
 export const DEFAULT_API_KEY_SCOPE: ApiKeyScope = 'rag'
-/** Every key starts with it, so secret scanners and the gateway tell a key from a JWT. */
-export const API_KEY_PREFIX = 'agk_'
 const DAY_SECONDS = 24 * 60 * 60
 export const DEFAULT_API_KEY_EXPIRES_IN_SECONDS = 90 * DAY_SECONDS
 export const MIN_API_KEY_EXPIRES_IN_DAYS = 1
 export const MAX_API_KEY_EXPIRES_IN_DAYS = 365
-/** What the plugin generates (the prefix and letters); anything else is no key, and is not looked up. */
-const KEY_SHAPE = new RegExp(`^${API_KEY_PREFIX}[A-Za-z0-9]+$`)
 /** Where the scope is kept: the plugin's `permissions` column, as `{ gateway: [scope] }`. */
 const SCOPE_RESOURCE = 'gateway'
 
@@ -40,8 +35,6 @@ export const API_KEY_ERROR_CODES = {
   API_KEY_FIELD_NOT_ALLOWED: 'Only name, expiresIn and scope can be set when creating an API key; name, enabled and expiresIn when updating one',
   API_KEY_EXPIRY_REQUIRED: 'An API key always expires: expiresIn cannot be null'
 } as const
-
-export const isApiKeyScope = (value: unknown): value is ApiKeyScope => API_KEY_SCOPES.includes(value as ApiKeyScope)
 
 function refuse (code: keyof typeof API_KEY_ERROR_CODES, detail?: string): APIError {
   return new APIError('BAD_REQUEST', { code, message: detail === undefined ? API_KEY_ERROR_CODES[code] : `${API_KEY_ERROR_CODES[code]} (${detail})` })
@@ -171,7 +164,7 @@ function isBanned (user: OwnerRow, now: number): boolean {
  * "invalid" when Postgres is down, where this throws the database's error).
  */
 export async function verifyGatewayApiKey (context: ApiKeyLookup, key: string): Promise<VerifiedApiKey | null> {
-  if (!KEY_SHAPE.test(key)) return null
+  if (!API_KEY_SHAPE.test(key)) return null
   const row = await context.adapter.findOne<ApiKeyRow>({ model: API_KEY_TABLE_NAME, where: [{ field: 'key', value: await defaultKeyHasher(key) }] })
   if (row === null || row.enabled === false) return null
   const now = Date.now()
