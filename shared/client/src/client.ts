@@ -1,8 +1,8 @@
 import { createAuthClient } from 'better-auth/client'
 import { adminClient, twoFactorClient } from 'better-auth/client/plugins'
 import type { Profile, ProfileUpdate } from './profile.ts'
-import { isErrorBody, messageOf, NETWORK_ERROR, UNEXPECTED_RESPONSE } from './failure.ts'
-import type { GatewayError } from './failure.ts'
+import { gatewayOrigin, jsonInit, resultOf, unreachable } from './http.ts'
+import type { GatewayResult } from './http.ts'
 import { streamEvents } from './rag-stream.ts'
 import type { RagEvent, RagStreamOptions } from './rag-stream.ts'
 
@@ -16,9 +16,9 @@ export interface GatewayClientOptions {
 
 export type { GatewayError } from './failure.ts'
 
-export type GatewayResult<T> =
-  | { data: T, error: null }
-  | { data: null, error: GatewayError }
+export type { GatewayResult } from './http.ts'
+export { createTokenClient } from './tokens.ts'
+export type { TokenClient, TokenClientOptions, TokenSession, TokenUser, SignUpResult } from './tokens.ts'
 
 export type { Profile, ProfileUpdate } from './profile.ts'
 export type { RagEvent, RagStreamOptions } from './rag-stream.ts'
@@ -116,44 +116,20 @@ export interface AccountStatus {
   status: boolean
 }
 
-async function readBody (response: Response): Promise<unknown> {
-  const text = await response.text()
-  if (text === '') return null
-  const type = response.headers.get('content-type') ?? ''
-  if (!/\bjson\b/i.test(type)) return text
-  return JSON.parse(text) as unknown
-}
-
 export function createGatewayClient (options: GatewayClientOptions): GatewayClient {
-  if (typeof options?.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) {
-    throw new TypeError(`createGatewayClient: baseURL must be an http(s) URL, got ${JSON.stringify(options?.baseURL)}`)
-  }
-  const baseURL = options.baseURL.replace(/\/+$/, '')
+  const baseURL = gatewayOrigin('createGatewayClient', options?.baseURL)
   const customFetch = options.fetch
 
   async function call<T> (method: string, path: string, body?: unknown): Promise<GatewayResult<T>> {
     // Looked up per call, not captured, so a page or test can replace globalThis.fetch.
     const doFetch = customFetch ?? globalThis.fetch
-    const init: RequestInit = { method, credentials: 'include', headers: { accept: 'application/json' } }
-    if (body !== undefined) {
-      init.headers = { accept: 'application/json', 'content-type': 'application/json' }
-      init.body = JSON.stringify(body)
-    }
     let response: Response
     try {
-      response = await doFetch(`${baseURL}${path}`, init)
+      response = await doFetch(`${baseURL}${path}`, { ...jsonInit(method, body), credentials: 'include' })
     } catch (err) {
-      return { data: null, error: { error: NETWORK_ERROR, message: `The gateway could not be reached: ${messageOf(err)}`, status: 0 } }
+      return unreachable(err)
     }
-    let parsed: unknown
-    try {
-      parsed = await readBody(response)
-    } catch (err) {
-      return { data: null, error: { error: UNEXPECTED_RESPONSE, message: `The gateway answered ${response.status} with a body that could not be read: ${messageOf(err)}`, status: response.status } }
-    }
-    if (response.ok) return { data: parsed as T, error: null }
-    if (isErrorBody(parsed)) return { data: null, error: { error: parsed.error, message: parsed.message, status: response.status } }
-    return { data: null, error: { error: UNEXPECTED_RESPONSE, message: `The gateway answered ${response.status} ${response.statusText}`.trim(), status: response.status } }
+    return resultOf<T>(response)
   }
 
   return {
