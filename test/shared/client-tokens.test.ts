@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createTokenClient } from '@auth-gateway/client'
+import { createGatewayClient, createTokenClient } from '@auth-gateway/client'
 import type { TokenSession } from '@auth-gateway/client'
 import { postJson, uniqueEmail } from '../helper.ts'
 import { PASSWORD, signUp } from '../readers.ts'
@@ -99,13 +99,20 @@ t.test('a kept session goes on in a new client; a refused token is refreshed onc
   t.equal(counting.refreshes(), 1)
 })
 
-t.test('an API key: no login, X-API-Key on every call', async (t) => {
+t.test('an API key: made, listed and deleted in the browser; no login, X-API-Key on every call', async (t) => {
   const reader = await signUp(stack)
-  const created = await postJson(reader.browser, `${stack.url}/auth/api-key/create`, { name: 'client' })
-  const { key, id } = await created.json() as { key: string, id: string }
+  const browser = createGatewayClient({ baseURL: stack.url, fetch: reader.browser })
+  const created = await browser.apiKeys.create({ name: 'client', scope: 'rag' })
+  t.equal(created.error, null)
+  const { key, id } = created.data ?? { key: '', id: '' }
+  const listed = await browser.apiKeys.list()
+  t.same(listed.data?.apiKeys.map((item) => [item.id, item.name, item.permissions]), [[id, 'client', { gateway: ['rag'] }]])
+  t.notOk(JSON.stringify(listed.data).includes(key), 'the list never shows the key')
   const client = createTokenClient({ baseURL: stack.url, apiKey: key })
   const asked = await client.rag.query({ question: 'from a key' })
   t.equal(asked.error, null)
   t.equal(rag.requests.at(-1)?.headers['x-api-key-id'], id)
   t.match(await client.call('GET', '/api/v1/profile'), { error: { error: 'api_key_out_of_scope', status: 403 } })
+  t.match(await browser.apiKeys.delete(id), { data: { success: true }, error: null })
+  t.match(await client.rag.query({ question: 'again' }), { data: null, error: { error: 'invalid_api_key', status: 401 } })
 })

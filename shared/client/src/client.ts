@@ -88,6 +88,16 @@ export interface GatewayClient {
     /** Erases the account, its sessions, tokens and profile (docs/account.md says what is kept). */
     delete: (password: string) => Promise<GatewayResult<AccountStatus>>
   }
+  /**
+   * The reader's API keys for scripts and notebooks (docs/scripts.md), with the session cookie. A key
+   * is shown once, by `create`; `list` shows its start only.
+   */
+  apiKeys: {
+    create: (key: { name: string, scope?: ApiKeyScope, expiresIn?: number }) => Promise<GatewayResult<CreatedApiKey>>
+    list: () => Promise<GatewayResult<{ apiKeys: ApiKeyView[] }>>
+    /** Refused at once, on every replica. */
+    delete: (keyId: string) => Promise<GatewayResult<{ success: boolean }>>
+  }
   /** Where the reader is signed in (never a session's token), with the session cookie. */
   sessions: {
     list: () => Promise<GatewayResult<{ sessions: SessionView[] }>>
@@ -96,6 +106,27 @@ export interface GatewayClient {
     /** Signs every other session out (and refuses the account's older bearer tokens). */
     revokeOthers: () => Promise<GatewayResult<AccountStatus>>
   }
+}
+
+/** What a key opens: `rag` the RAG routes, `api` every `/api/*` route. */
+export type ApiKeyScope = 'rag' | 'api'
+
+/** A key as `list` shows it: never the key itself. */
+export interface ApiKeyView {
+  id: string
+  name: string | null
+  /** The key's first characters, to recognise it. */
+  start: string | null
+  expiresAt: string | null
+  createdAt: string
+  enabled: boolean
+  /** The scope, as `{ gateway: [scope] }`. */
+  permissions: Record<string, string[]> | null
+}
+
+/** A new key: `key` is shown this once. */
+export interface CreatedApiKey extends ApiKeyView {
+  key: string
 }
 
 /** One of the reader's sessions (`GET /api/v1/sessions`). */
@@ -152,6 +183,11 @@ export function createGatewayClient (options: GatewayClientOptions): GatewayClie
       changeEmail: async (newEmail, callbackURL) => call<AccountStatus>('POST', '/auth/change-email', { newEmail, callbackURL }),
       changePassword: async (currentPassword, newPassword, options = {}) => call<unknown>('POST', '/auth/change-password', { currentPassword, newPassword, revokeOtherSessions: options.revokeOtherSessions === true }),
       delete: async (password) => call<AccountStatus>('POST', '/auth/delete-user', { password })
+    },
+    apiKeys: {
+      create: async (key) => call<CreatedApiKey>('POST', '/auth/api-key/create', key),
+      list: async () => call<{ apiKeys: ApiKeyView[] }>('GET', '/auth/api-key/list'),
+      delete: async (keyId) => call<{ success: boolean }>('POST', '/auth/api-key/delete', { keyId })
     },
     sessions: {
       list: async () => call<{ sessions: SessionView[] }>('GET', '/api/v1/sessions'),
