@@ -370,8 +370,10 @@ export class IdentityResolver {
     } else if ('user' in revocation) {
       const userId = revocation.user
       this.#sessions.deleteWhere((resolution) => resolution.identity?.userId === userId)
-      // A ban or a deletion ends the user's keys too (they outlive a sign-out, and are simply verified again).
+      // A ban or a deletion ends the user's keys too (they outlive a sign-out, and are simply verified
+      // again); a lifted ban opens them again (the keys that opened nothing name no owner: all go).
       this.#apiKeys.deleteWhere((resolution) => resolution.identity?.userId === userId)
+      this.#unknownApiKeys.clear()
       this.#revocations.delete(userId)
     } else if ('login' in revocation) {
       this.#logins.delete(revocation.login)

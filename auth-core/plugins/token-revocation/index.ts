@@ -10,8 +10,12 @@ export const REVOKING_PATHS: ReadonlySet<string> = new Set([
   // carry the role), a password set, the user removed.
   '/admin/ban-user', '/admin/revoke-user-sessions', '/admin/set-role', '/admin/set-user-password', '/admin/remove-user'
 ])
-/** Endpoints that end a session of a user without touching the user's tokens: the gateway only forgets what it cached. */
-const EVICTING_PATHS: ReadonlySet<string> = new Set(['/admin/revoke-user-session'])
+/**
+ * Endpoints that change what a user's credentials open without touching the user's tokens: the
+ * gateway only forgets what it cached (a session ended; a ban lifted, so the user's API keys open
+ * again at once).
+ */
+const EVICTING_PATHS: ReadonlySet<string> = new Set(['/admin/revoke-user-session', '/admin/unban-user'])
 /** Users that no longer exist afterwards: there is no generation to raise. */
 const REMOVING_PATHS: ReadonlySet<string> = new Set(['/delete-user', '/admin/remove-user'])
 /**
