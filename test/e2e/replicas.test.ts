@@ -70,6 +70,8 @@ t.test('two gateway replicas behind HAProxy behave as one gateway', { skip: miss
     BETTER_AUTH_SECRET: SECRET,
     JWT_SECRET: JWT_TEST_SECRET,
     ALLOWED_ORIGINS: TEST_ORIGIN,
+    // One public URL for every service, as behind any load balancer (else each replica's would be its own port's).
+    PUBLIC_URL: 'http://localhost:8000',
     RAG_UPSTREAM_URL: upstream.url,
     APP_UPSTREAM_URL: upstream.url,
     SESSION_CACHE_TTL,
@@ -197,6 +199,32 @@ t.test('two gateway replicas behind HAProxy behave as one gateway', { skip: miss
     const deletedAt = Date.now()
     await refusedOn(B, { cookie: doomed.cookie }, 'the deleted user\'s session on B', deletedAt)
     await refusedOn(B, { authorization: `Bearer ${doomedToken}` }, 'the deleted user\'s token on B', deletedAt)
+  })
+
+  await t.test('a token logout and a deleted API key on A are refused on B at once', async (t) => {
+    const reader = await signUp(A)
+    const login = await reader.f(`${A}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: reader.email, password: PASSWORD }) })
+    t.equal(login.status, 200, 'a token login on A')
+    const tokens = await login.json() as { token: string, refreshToken: string }
+    const created = await direct(`${A}/auth/api-key/create`, { ...json({ name: 'replicas', scope: 'api' }), headers: { 'content-type': 'application/json', origin: TEST_ORIGIN, cookie: reader.cookie } })
+    t.equal(created.status, 200, 'a key made on A')
+    const key = await created.json() as { id: string, key: string }
+    const bearer = { authorization: `Bearer ${tokens.token}` }
+    t.equal(await protectedStatus(B, bearer), 200, 'B vouches for the access token (and caches the login as live)')
+    t.equal(await protectedStatus(B, { 'x-api-key': key.key }), 200, 'and for the key (cached for a minute)')
+
+    const out = await direct(`${A}/auth/logout`, { method: 'POST', headers: bearer })
+    t.equal(out.status, 204, 'logged out on A')
+    const since = Date.now()
+    const ms = await refusedOn(B, bearer, 'the logged-out access token on B', since)
+    t.ok(ms < REFUSED_WITHIN_MS, `B refused the logged-out token ${ms} ms after A answered`)
+
+    const deleted = await direct(`${A}/auth/api-key/delete`, { ...json({ keyId: key.id }), headers: { 'content-type': 'application/json', origin: TEST_ORIGIN, cookie: reader.cookie } })
+    t.equal(deleted.status, 200, 'the key deleted on A')
+    const deletedAt = Date.now()
+    const keyMs = await refusedOn(B, { 'x-api-key': key.key }, 'the deleted key on B', deletedAt)
+    t.ok(keyMs < REFUSED_WITHIN_MS, `B refused the deleted key ${keyMs} ms after A answered`)
+    t.equal(await protectedStatus(B, { cookie: reader.cookie }), 200, 'the reader\'s session is untouched')
   })
 
   await t.test('a consent withdrawal on A: B\'s next identity token carries no profile fields', async (t) => {
