@@ -304,16 +304,18 @@ export class IdentityResolver {
       return INVALID_API_KEY
     }
     this.#app.metrics?.authCoreLookups.inc({ outcome: 'signed_in' })
+    // A key acts as its owner, never with the owner's role: a leaked key of an admin opens no admin route.
+    const { role: _role, ...owner } = user
     const apiKey: ApiKeyFacts = { id: facts.id, name: facts.name, scope: facts.scope, expiresAt: facts.expiresAt === null ? null : Date.parse(facts.expiresAt) }
     const resolution: Resolution = {
       identity: {
-        userId: user.id,
-        email: user.email,
-        name: user.name,
-        user,
+        userId: owner.id,
+        email: owner.email,
+        name: owner.name,
+        user: owner,
         session: null,
         via: 'api_key',
-        claims: { ...customClaims(user, this.#options.userFields), [API_KEY_CLAIM]: apiKey.id },
+        claims: { ...customClaims(owner, this.#options.userFields), [API_KEY_CLAIM]: apiKey.id },
         apiKey
       },
       error: null

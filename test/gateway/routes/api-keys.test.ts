@@ -107,6 +107,22 @@ t.test('a key opens its scope only: rag the RAG routes, api every /api/* route, 
   t.not(writes.status, 403, 'a key carries no ambient credential: no CSRF refusal without an Origin')
 })
 
+t.test('a key never carries its owner\'s role: an admin\'s key opens no admin route', async (t) => {
+  const chief = await signUp(stack)
+  await stack.pool.query('UPDATE "user" SET role = \'admin\' WHERE id = $1', [chief.userId])
+  const key = await createKey(chief, { name: 'admin script', scope: 'api' })
+  const session = await fetch(`${stack.url}/api/v1/admin/audit`, { headers: { cookie: chief.cookie } })
+  t.equal(session.status, 200, 'the admin\'s session opens the audit log')
+  await session.arrayBuffer()
+  const refused = await get('/api/v1/admin/audit', keyHeader(key.key))
+  t.equal(refused.status, 403, 'the admin\'s key does not')
+  const asked = await askRag(keyHeader(key.key))
+  t.equal(asked.status, 200)
+  t.equal(decodeJwt(lastBearer(rag)).role, undefined, 'nor does the upstream hear the role')
+  const who = await validate(stack.url, keyHeader(key.key))
+  t.equal(who.body.user?.role, undefined)
+})
+
 t.test('a key that opens nothing is refused on every route that reads the caller, public ones too', async (t) => {
   const shapes = ['agk_' + 'x'.repeat(64), 'agk_', 'agk_has-dash', 'agk_' + 'a'.repeat(300), 'not-a-key', 'agk_a, agk_b']
   for (const key of shapes) {

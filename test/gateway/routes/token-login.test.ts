@@ -165,7 +165,7 @@ t.test('a /auth/jwt token names no login: logout says how to revoke it', async (
   t.equal(await me(jwt.token), 200, 'nothing was revoked')
 })
 
-t.test('sign out everywhere, a password change and a ban end token logins', async (t) => {
+t.test('sign out everywhere, a password change and deleting the account end token logins', async (t) => {
   const reader = await signUp(stack)
   const tokens = await login(reader.email)
   const revoked = await postJson(reader.browser, `${stack.url}/auth/revoke-sessions`, {})
@@ -180,6 +180,16 @@ t.test('sign out everywhere, a password change and a ban end token logins', asyn
   t.equal(changed.status, 200)
   await changed.arrayBuffer()
   t.equal((await refresh(again.refreshToken)).status, 401, 'after a password change that revokes the other sessions')
+
+  const leaving = await signUp(stack)
+  const last = await login(leaving.email)
+  const deleted = await postJson(leaving.browser, `${stack.url}/auth/delete-user`, { password: PASSWORD })
+  t.equal(deleted.status, 200)
+  await deleted.arrayBuffer()
+  t.equal(await me(last.token), 401, 'the deleted user\'s access token')
+  t.equal((await refresh(last.refreshToken)).status, 401, 'and refresh token')
+  const { rows } = await stack.pool.query('SELECT 1 FROM token_family WHERE user_id = $1', [leaving.userId])
+  t.equal(rows.length, 0, 'the logins went with the account')
 })
 
 t.test('sign-up without Origin is a token client\'s; with Origin it stays the cookie sign-up', async (t) => {
