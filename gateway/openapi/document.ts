@@ -46,7 +46,8 @@ const ERROR_BODY: JsonObject = {
 
 const SECURITY_SCHEMES: JsonObject = {
   sessionCookie: { type: 'apiKey', in: 'cookie', name: 'better-auth.session_token', description: 'The better-auth session cookie (`__Secure-` prefixed over https)' },
-  bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A client token from `GET /auth/jwt`' }
+  bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A client token from `GET /auth/jwt`, or an access token from `POST /auth/login`' },
+  apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An API key (`agk_…`, from `POST /auth/api-key/create`; also as `Authorization: Bearer`), within its scope: `rag` the RAG routes, `api` every `/api/*` route, never `/auth/*` or a `role:` route' }
 }
 
 const TAGS: Record<string, string> = {
@@ -88,7 +89,9 @@ function withAccess (operation: JsonObject, method: string, path: string, rules:
   if (rule === undefined) return operation
   const { security: _ignored, ...rest } = operation
   const result: JsonObject = { ...rest, 'x-access': rule.access }
-  if (rule.access !== 'public') result.security = [{ sessionCookie: [] }, { bearerAuth: [] }]
+  if (rule.access === 'public') return result
+  // An API key opens `/api/*` session routes (scope `api`), never `/auth/*` nor a role's.
+  result.security = rule.access === 'session' && path.startsWith('/api/') ? [{ sessionCookie: [] }, { bearerAuth: [] }, { apiKey: [] }] : [{ sessionCookie: [] }, { bearerAuth: [] }]
   return result
 }
 
