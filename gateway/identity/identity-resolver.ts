@@ -550,24 +550,22 @@ export class IdentityResolver {
   }
 
   async #loginLive (login: string): Promise<boolean> {
-    const cached = this.#logins.get(login)
-    if (cached !== undefined) return cached
-    const evictions = this.#evictions
-    const live = await isLoginLive(this.#app.pg, login)
-    // A logout that arrived meanwhile may postdate what was read.
-    if (evictions === this.#evictions) this.#logins.set(login, live)
-    return live
+    return this.#readThrough(this.#logins, login, async () => isLoginLive(this.#app.pg, login))
   }
 
   /** The user's token generation: tokens of an older one are refused (`USER_GONE` once deleted). */
   async tokenGeneration (userId: string): Promise<number> {
-    const cached = this.#revocations.get(userId)
+    return this.#readThrough(this.#revocations, userId, async () => readTokenGeneration(this.#app.pg, userId))
+  }
+
+  /** A cached value, else read and cached, unless an eviction arrived meanwhile (it may postdate what was read). */
+  async #readThrough<V> (cache: TtlCache<string, V>, key: string, read: () => Promise<V>): Promise<V> {
+    const cached = cache.get(key)
     if (cached !== undefined) return cached
     const evictions = this.#evictions
-    const generation = await readTokenGeneration(this.#app.pg, userId)
-    // A revocation that arrived meanwhile may postdate what was read.
-    if (evictions === this.#evictions) this.#revocations.set(userId, generation)
-    return generation
+    const value = await read()
+    if (evictions === this.#evictions) cache.set(key, value)
+    return value
   }
 }
 
