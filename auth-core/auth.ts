@@ -8,6 +8,7 @@ import { tokenRevocation } from './plugins/token-revocation/index.ts'
 import { adminPolicy } from './plugins/admin-policy/index.ts'
 import { totpReplay } from './plugins/totp-replay/index.ts'
 import { apiKeyPolicy, apiKeys } from './plugins/api-keys/index.ts'
+import { signInProviderOptions } from './plugins/sign-in-providers/index.ts'
 import type { RedisSessionStorage } from './session-storage.ts'
 import { existingAccountMail, resetPasswordMail, verificationMail } from './mail.ts'
 import type { Mailer } from './mail.ts'
@@ -107,6 +108,7 @@ function accountMail (config: Readonly<AuthCoreConfig>, mailer: Mailer | undefin
 
 export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, { log, storage, mailer }: AuthServices = {}) {
   const mail = accountMail(config, mailer)
+  const providers = signInProviderOptions(config)
   return {
     appName: 'auth-gateway',
     database: pool,
@@ -123,6 +125,8 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
       ...mail.emailAndPassword
     },
     emailVerification: mail.emailVerification,
+    // GitHub, Google, an OpenID Connect provider: each only when configured.
+    socialProviders: providers.socialProviders,
     session: {
       expiresIn: SESSION_EXPIRES_IN_SECONDS,
       updateAge: SESSION_UPDATE_AGE_SECONDS,
@@ -154,7 +158,8 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
       tokenRevocation({ pool }),
       // Named, scoped, expiring keys for scripts (`/auth/api-key/*`); verified on the internal port.
       apiKeys(),
-      apiKeyPolicy()
+      apiKeyPolicy(),
+      ...providers.plugins
     ],
     logger: toPino(log)
   } satisfies BetterAuthOptions

@@ -136,6 +136,31 @@ export interface AuthCoreConfig extends CommonConfig {
   requireEmailVerification: boolean
   /** better-auth's impersonation (`/auth/admin/impersonate-user`); logged when used. @default false */
   adminImpersonation: boolean
+  /** Social sign-in: each provider whose client id and secret are both set (docs/social-sign-in.md). */
+  socialProviders: SocialProviders
+  /** Any OpenID Connect provider, by discovery (`OIDC_ISSUER`); unset: none. */
+  oidc: OidcProviderConfig | undefined
+}
+
+export interface OAuthClientConfig {
+  clientId: string
+  clientSecret: string
+}
+
+export interface SocialProviders {
+  github?: OAuthClientConfig
+  google?: OAuthClientConfig
+}
+
+export interface OidcProviderConfig extends OAuthClientConfig {
+  /** The issuer; its discovery document is `<issuer>/.well-known/openid-configuration`. */
+  issuer: string
+  /** The provider's id in better-auth's routes (`/auth/oauth2/callback/<id>`). @default 'oidc' */
+  providerId: string
+  /** @default ['openid', 'email', 'profile'] */
+  scopes: readonly string[]
+  /** A claim of the ID token or userinfo whose value becomes the user's `role` at each sign-in; unset: roles are the gateway's own. */
+  roleClaim: string | undefined
 }
 
 /** Both services in one process (`npm start`, the tests, the CLIs). */
@@ -563,8 +588,51 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
     smtpUrl: smtpUrl(env),
     mailFrom: mailFrom(env),
     requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production),
-    adminImpersonation: flag(env, 'ADMIN_IMPERSONATION', false)
+    adminImpersonation: flag(env, 'ADMIN_IMPERSONATION', false),
+    socialProviders: socialProviders(env),
+    oidc: oidcProvider(env)
   }
+}
+
+/** A client id and secret, both set or neither. */
+function oauthClient (env: Env, prefix: string): OAuthClientConfig | undefined {
+  const clientId = present(env, `${prefix}_CLIENT_ID`)
+  const clientSecret = present(env, `${prefix}_CLIENT_SECRET`)
+  if (clientId === undefined && clientSecret === undefined) return undefined
+  if (clientId === undefined) throw new ConfigError(`${prefix}_CLIENT_ID`, `must be set with ${prefix}_CLIENT_SECRET`)
+  if (clientSecret === undefined) throw new ConfigError(`${prefix}_CLIENT_SECRET`, `must be set with ${prefix}_CLIENT_ID`)
+  return { clientId, clientSecret }
+}
+
+function socialProviders (env: Env): SocialProviders {
+  const providers: SocialProviders = {}
+  const github = oauthClient(env, 'GITHUB')
+  const google = oauthClient(env, 'GOOGLE')
+  if (github !== undefined) providers.github = github
+  if (google !== undefined) providers.google = google
+  return providers
+}
+
+const PROVIDER_ID = /^[a-z][a-z0-9-]{0,31}$/
+// better-auth's own social providers: a generic provider of the same id would shadow their routes.
+const RESERVED_PROVIDER_IDS = new Set(['github', 'google', 'credential', 'email'])
+
+function oidcProvider (env: Env): OidcProviderConfig | undefined {
+  const issuer = httpUrl(env, 'OIDC_ISSUER')
+  const client = oauthClient(env, 'OIDC')
+  if (issuer === undefined) {
+    const stray = ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET', 'OIDC_PROVIDER_ID', 'OIDC_SCOPES', 'OIDC_ROLE_CLAIM'].find((name) => present(env, name) !== undefined)
+    if (stray !== undefined) throw new ConfigError('OIDC_ISSUER', `must be set with ${stray}`)
+    return undefined
+  }
+  if (client === undefined) throw new ConfigError('OIDC_CLIENT_ID', 'must be set with OIDC_ISSUER (and OIDC_CLIENT_SECRET)')
+  const providerId = (present(env, 'OIDC_PROVIDER_ID') ?? 'oidc').toLowerCase()
+  if (!PROVIDER_ID.test(providerId) || RESERVED_PROVIDER_IDS.has(providerId)) {
+    throw new ConfigError('OIDC_PROVIDER_ID', 'must be 1 to 32 lower-case letters, digits and dashes, starting with a letter, and not github, google, credential or email', providerId)
+  }
+  const scopes = (present(env, 'OIDC_SCOPES') ?? 'openid email profile').split(/[\s,]+/).filter((scope) => scope !== '')
+  if (!scopes.includes('openid')) throw new ConfigError('OIDC_SCOPES', 'must include openid', scopes.join(' '))
+  return { ...client, issuer: issuer.replace(/\/+$/, ''), providerId, scopes, roleClaim: present(env, 'OIDC_ROLE_CLAIM') }
 }
 
 /**
