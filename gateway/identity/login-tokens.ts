@@ -80,12 +80,13 @@ export class LoginTokens {
   async rotate (token: string): Promise<Login | RefusedRefresh> {
     const digest = digestOf(token)
     return inTransaction(this.#pool, 'BEGIN', async (client) => {
-      // The family's row is the lock: two refreshes of one family take turns, and the second sees the first's use.
+      // Both rows are locked: two refreshes of one token take turns, and the second reads the token's
+      // row again once the first committed (Postgres re-reads only the rows it locked), so it sees the use.
       const { rows } = await client.query<FamilyRow>(
         `SELECT t.family_id, f.user_id, f.generation, f.revoked_at, t.used_at, t.expires_at <= now() AS expired
            FROM refresh_token t JOIN token_family f ON f.id = t.family_id
           WHERE t.digest = $1
-          FOR UPDATE OF f`,
+          FOR UPDATE OF t, f`,
         [digest]
       )
       if (rows.length === 0) return { refused: 'unknown' }
@@ -102,7 +103,12 @@ export class LoginTokens {
         await endFamily(client, row.family_id, 'revoked')
         return { refused: 'revoked', ...named }
       }
-      await client.query('UPDATE refresh_token SET used_at = now() WHERE digest = $1', [digest])
+      // Only an unused token is used up: 0 rows is a second use, whatever the read above saw.
+      const used = await client.query('UPDATE refresh_token SET used_at = now() WHERE digest = $1 AND used_at IS NULL', [digest])
+      if (used.rowCount !== 1) {
+        await endFamily(client, row.family_id, 'reuse')
+        return { refused: 'reuse', ...named }
+      }
       return { ...named, generation: row.generation, refresh: await issue(client, row.family_id) }
     })
   }

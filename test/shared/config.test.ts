@@ -209,3 +209,30 @@ t.test('each service validates only what it reads: the gateway never needs BETTE
   t.notOk('cookieSameSite' in loadConfig(authOnly, 'gateway'), 'the gateway ignores auth-core\'s variables')
   t.throws(() => loadConfig(authOnly, 'auth-core'), { name: 'ConfigError', variable: 'COOKIE_SAME_SITE' })
 })
+
+t.test('sign-in providers: each only when configured, a client id and secret together, a sane OIDC provider', async (t) => {
+  const dataDir = tempDir(t)
+  const none = loadConfig({ DATA_DIR: dataDir }, 'auth-core')
+  t.same(none.socialProviders, {})
+  t.equal(none.oidc, undefined)
+
+  const some = loadConfig({ DATA_DIR: dataDir, GITHUB_CLIENT_ID: ' gh-id ', GITHUB_CLIENT_SECRET: 'gh-secret', OIDC_ISSUER: 'https://sso.example.com/', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's3cret' }, 'auth-core')
+  t.same(some.socialProviders, { github: { clientId: 'gh-id', clientSecret: 'gh-secret' } }, 'GitHub only: Google is not configured')
+  t.same(some.oidc, { clientId: 'docs', clientSecret: 's3cret', issuer: 'https://sso.example.com', providerId: 'oidc', scopes: ['openid', 'email', 'profile'], roleClaim: undefined })
+  t.same(loadConfig({ DATA_DIR: dataDir, OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: 'Corp', OIDC_SCOPES: 'openid,email groups' }, 'auth-core').oidc?.scopes, ['openid', 'email', 'groups'])
+
+  const refused: Array<[Record<string, string>, string]> = [
+    [{ GITHUB_CLIENT_ID: 'id' }, 'GITHUB_CLIENT_SECRET'],
+    [{ GOOGLE_CLIENT_SECRET: 'secret' }, 'GOOGLE_CLIENT_ID'],
+    [{ OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's' }, 'OIDC_ISSUER'],
+    [{ OIDC_ISSUER: 'https://sso.example.com' }, 'OIDC_CLIENT_ID'],
+    [{ OIDC_ISSUER: 'sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's' }, 'OIDC_ISSUER'],
+    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: 'github' }, 'OIDC_PROVIDER_ID'],
+    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: '../x' }, 'OIDC_PROVIDER_ID'],
+    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_SCOPES: 'email profile' }, 'OIDC_SCOPES']
+  ]
+  for (const [env, variable] of refused) {
+    t.throws(() => loadConfig({ DATA_DIR: dataDir, ...env }, 'auth-core'), { name: 'ConfigError', variable }, `${Object.keys(env).join(', ')}: ${variable}`)
+  }
+  t.notOk('oidc' in loadConfig({ DATA_DIR: dataDir, OIDC_ISSUER: 'not a url' }, 'gateway'), 'the gateway never reads them')
+})

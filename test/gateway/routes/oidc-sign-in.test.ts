@@ -161,4 +161,34 @@ t.test('an address with a password account links only when both the provider and
   const linked = await stack.pool.query<{ provider: string }>('SELECT "providerId" AS provider FROM account WHERE "userId" = $1 ORDER BY 1', [reader.userId])
   t.same(linked.rows.map((row) => row.provider), ['corp', 'credential'])
   t.equal((await postJson(fetch, `${publicUrl}/auth/sign-in/email`, { email: reader.email, password: PASSWORD }, { origin: TEST_ORIGIN })).status, 200, 'the password still signs in')
+
+  // The reader lists the ways to sign in, and unlinks the provider: the password remains.
+  const cookie = sessionCookieOf(owner) ?? ''
+  const accounts = await (await fetch(`${publicUrl}/auth/list-accounts`, { headers: { cookie } })).json() as Array<{ id: string, providerId: string }>
+  t.same(accounts.map((account) => account.providerId).sort(), ['corp', 'credential'])
+  const corp = accounts.find((account) => account.providerId === PROVIDER)
+  const unlinked = await postJson(fetch, `${publicUrl}/auth/unlink-account`, { accountId: corp?.id }, { cookie, origin: TEST_ORIGIN })
+  t.equal(unlinked.status, 200, 'unlinked')
+  await unlinked.arrayBuffer()
+  const left = await stack.pool.query<{ provider: string }>('SELECT "providerId" AS provider FROM account WHERE "userId" = $1', [reader.userId])
+  t.same(left.rows.map((row) => row.provider), ['credential'])
+})
+
+t.test('the last way to sign in cannot be unlinked; the provider cannot grant a role or lift a ban', async (t) => {
+  const browser = browserJar()
+  const person = idpAccount({ claims: { role: 'admin', banned: false, groups: ['admins'] } })
+  await browser.go(await throughProvider(browser, person.login))
+  const cookie = sessionCookieOf(browser) ?? ''
+  const me = await fetch(`${publicUrl}/auth/me`, { headers: { cookie } })
+  const { user } = await me.json() as { user: { id: string, role: string } }
+  t.equal(user.role, 'user', 'a role claim is not the gateway\'s role')
+  const admin = await fetch(`${publicUrl}/auth/admin/list-users`, { headers: { cookie } })
+  t.equal(admin.status, 403, 'and opens no admin route')
+  await admin.arrayBuffer()
+  const [only] = await (await fetch(`${publicUrl}/auth/list-accounts`, { headers: { cookie } })).json() as Array<{ id: string }>
+  const refused = await postJson(fetch, `${publicUrl}/auth/unlink-account`, { accountId: only.id }, { cookie, origin: TEST_ORIGIN })
+  t.ok(refused.status >= 400 && refused.status < 500, `unlinking the only account: 4xx (got ${refused.status})`)
+  t.match(await refused.json(), { error: String, message: String })
+  const { rows } = await stack.pool.query('SELECT 1 FROM account WHERE "userId" = $1', [user.id])
+  t.equal(rows.length, 1, 'the account is still linked')
 })
