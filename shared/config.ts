@@ -159,8 +159,6 @@ export interface OidcProviderConfig extends OAuthClientConfig {
   providerId: string
   /** @default ['openid', 'email', 'profile'] */
   scopes: readonly string[]
-  /** A claim of the ID token or userinfo whose value becomes the user's `role` at each sign-in; unset: roles are the gateway's own. */
-  roleClaim: string | undefined
 }
 
 /** Both services in one process (`npm start`, the tests, the CLIs). */
@@ -621,7 +619,7 @@ function oidcProvider (env: Env): OidcProviderConfig | undefined {
   const issuer = httpUrl(env, 'OIDC_ISSUER')
   const client = oauthClient(env, 'OIDC')
   if (issuer === undefined) {
-    const stray = ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET', 'OIDC_PROVIDER_ID', 'OIDC_SCOPES', 'OIDC_ROLE_CLAIM'].find((name) => present(env, name) !== undefined)
+    const stray = ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET', 'OIDC_PROVIDER_ID', 'OIDC_SCOPES'].find((name) => present(env, name) !== undefined)
     if (stray !== undefined) throw new ConfigError('OIDC_ISSUER', `must be set with ${stray}`)
     return undefined
   }
@@ -632,7 +630,7 @@ function oidcProvider (env: Env): OidcProviderConfig | undefined {
   }
   const scopes = (present(env, 'OIDC_SCOPES') ?? 'openid email profile').split(/[\s,]+/).filter((scope) => scope !== '')
   if (!scopes.includes('openid')) throw new ConfigError('OIDC_SCOPES', 'must include openid', scopes.join(' '))
-  return { ...client, issuer: issuer.replace(/\/+$/, ''), providerId, scopes, roleClaim: present(env, 'OIDC_ROLE_CLAIM') }
+  return { ...client, issuer: issuer.replace(/\/+$/, ''), providerId, scopes }
 }
 
 /**

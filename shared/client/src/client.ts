@@ -68,6 +68,11 @@ export interface GatewayClient {
      */
     stream: (path: RagPath, body: unknown, options?: RagStreamOptions) => AsyncGenerator<RagEvent, void, undefined>
   }
+  /**
+   * The ways to sign in besides the password (docs/social-sign-in.md): a button each, which calls
+   * `auth.signIn.social({ provider: id, callbackURL })`.
+   */
+  providers: () => Promise<GatewayResult<{ providers: SignInProvider[] }>>
   /** A JWT for the signed-in reader, to call a backend with `Authorization: Bearer`. */
   token: () => Promise<GatewayResult<GatewayToken>>
   /** The account flows that go by mail, and the ones that need the password (docs/account.md). */
@@ -106,6 +111,12 @@ export interface GatewayClient {
     /** Signs every other session out (and refuses the account's older bearer tokens). */
     revokeOthers: () => Promise<GatewayResult<AccountStatus>>
   }
+}
+
+/** A provider of `GET /auth/providers`: GitHub or Google (`social`), or the OpenID Connect provider (`oidc`). */
+export interface SignInProvider {
+  id: string
+  type: 'social' | 'oidc'
 }
 
 /** What a key opens: `rag` the RAG routes, `api` every `/api/*` route. */
@@ -175,6 +186,7 @@ export function createGatewayClient (options: GatewayClientOptions): GatewayClie
       select: async <T = unknown>(body: unknown) => call<T>('POST', '/api/v1/select', body),
       stream: (path, body, streamOptions) => streamEvents(customFetch ?? globalThis.fetch, `${baseURL}${path}`, body, streamOptions)
     },
+    providers: async () => call<{ providers: SignInProvider[] }>('GET', '/auth/providers'),
     token: async () => call<GatewayToken>('GET', '/auth/jwt'),
     account: {
       requestPasswordReset: async (email, redirectTo) => call<AccountStatus>('POST', '/auth/request-password-reset', { email, redirectTo }),

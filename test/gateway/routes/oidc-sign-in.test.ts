@@ -1,4 +1,5 @@
 import t from 'tap'
+import { createGatewayClient } from '@auth-gateway/client'
 import { postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
 import { freePort } from '../../ports.ts'
 import { browserJar, startTestIdp } from '../../oidc-provider.ts'
@@ -80,6 +81,7 @@ t.test('GET /auth/providers lists the configured provider, never its secret', as
   const text = await response.text()
   t.same(JSON.parse(text), { providers: [{ id: PROVIDER, type: 'oidc' }] })
   t.notOk(text.includes(idp.clientSecret))
+  t.same((await createGatewayClient({ baseURL: publicUrl }).providers()).data, { providers: [{ id: PROVIDER, type: 'oidc' }] }, 'the client asks the same')
 })
 
 t.test('a reader signs in at the provider and lands signed in on the docs site; RAG hears who asks', async (t) => {
