@@ -246,4 +246,27 @@ byId('ask-stream').addEventListener('click', () => {
 
 byId('stop').addEventListener('click', () => { streaming?.abort() })
 
-void act('session', showSession)
+/** A "Sign in with …" button for each provider the gateway offers (`GET /auth/providers`). */
+async function showProviders (): Promise<void> {
+  const { data } = await client.providers()
+  for (const { id } of data?.providers ?? []) {
+    const button = document.createElement('button')
+    button.type = 'button'
+    button.className = 'provider'
+    button.dataset.provider = id
+    button.textContent = `Sign in with ${id}`
+    // The browser leaves for the provider, and comes back to this page signed in.
+    button.addEventListener('click', () => {
+      void act(`sign-in-${id}`, async () => {
+        const { error } = await client.auth.signIn.social({ provider: id, callbackURL: landing, errorCallbackURL: landing })
+        return error === null ? null : authMessage(error)
+      })
+    })
+    byId('providers').append(button)
+  }
+}
+
+void act('session', async () => {
+  await showProviders()
+  return showSession()
+})

@@ -190,7 +190,7 @@ t.test('the last way to sign in cannot be unlinked; the provider cannot grant a 
   const [only] = await (await fetch(`${publicUrl}/auth/list-accounts`, { headers: { cookie } })).json() as Array<{ id: string }>
   const refused = await postJson(fetch, `${publicUrl}/auth/unlink-account`, { accountId: only.id }, { cookie, origin: TEST_ORIGIN })
   t.ok(refused.status >= 400 && refused.status < 500, `unlinking the only account: 4xx (got ${refused.status})`)
-  t.match(await refused.json(), { error: String, message: String })
+  t.match(await refused.json(), { error: 'failed_to_unlink_last_account', message: String })
   const { rows } = await stack.pool.query('SELECT 1 FROM account WHERE "userId" = $1', [user.id])
   t.equal(rows.length, 1, 'the account is still linked')
 })
