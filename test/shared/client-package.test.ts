@@ -126,7 +126,7 @@ t.test('the packed client installs next to better-auth alone, runs and typecheck
     sh('npm', ['--version'], ROOT)
   ])
   const [packed] = JSON.parse(packOutput) as Array<{ filename: string, integrity: string, files: Array<{ path: string }> }>
-  t.same(packed.files.map((f) => f.path).sort(), ['dist/client.d.ts', 'dist/client.js', 'dist/failure.d.ts', 'dist/failure.js', 'dist/profile.d.ts', 'dist/profile.js', 'dist/rag-stream.d.ts', 'dist/rag-stream.js', 'package.json'], 'the tarball holds the build and package.json only')
+  t.same(packed.files.map((f) => f.path).sort(), ['dist/client.d.ts', 'dist/client.js', 'dist/failure.d.ts', 'dist/failure.js', 'dist/http.d.ts', 'dist/http.js', 'dist/profile.d.ts', 'dist/profile.js', 'dist/rag-stream.d.ts', 'dist/rag-stream.js', 'dist/tokens.d.ts', 'dist/tokens.js', 'package.json'], 'the tarball holds the build and package.json only')
 
   const betterAuth = versionOf(join(ROOT, 'node_modules', 'better-auth'))
   const { site, reused } = await installedSite(t, join(dir, packed.filename), packed.integrity, betterAuth, npm.trim())
@@ -146,8 +146,8 @@ t.test('the packed client installs next to better-auth alone, runs and typecheck
   // both resolutions still find the site's node_modules (and its package.json, "type": "module").
   const checks = mkdtempSync(join(site, 'check-'))
   t.teardown(() => { rmSync(checks, { recursive: true, force: true }) })
-  const check = `import { createGatewayClient } from '${PACKAGE}'
-import type { GatewayResult, Profile } from '${PACKAGE}'
+  const check = `import { createGatewayClient, createTokenClient } from '${PACKAGE}'
+import type { GatewayResult, Profile, TokenSession } from '${PACKAGE}'
 
 const gateway = createGatewayClient({ baseURL: 'https://api.example.com' })
 const saved: Promise<GatewayResult<Profile>> = gateway.profile.save({ interestArea: 'humanoids', consentGiven: true })
@@ -164,6 +164,12 @@ async function read (): Promise<string[]> {
   return seen
 }
 void read
+const script = createTokenClient({ baseURL: 'https://api.example.com', onSession: (session: TokenSession | null) => { void session } })
+const me: Promise<GatewayResult<{ user: { id: string } }>> = script.me()
+void me
+// @ts-expect-error: a token session's expiresAt is a string
+const expires: number | undefined = script.session?.expiresAt
+void expires
 `
   // Node's own resolution and a bundler's (what Docusaurus' tsconfig uses): two projects of one
   // `tsc --build`, so one process parses the declarations they share (better-auth's, the DOM's).
@@ -178,7 +184,7 @@ void read
     .then(({ stdout }) => ({ code: 0, output: stdout }), (err: { code?: unknown, stdout?: string }) => ({ code: err.code, output: err.stdout ?? String(err) }))
 
   const keys = await sh(process.execPath, ['--input-type=module', '-e', `import('${PACKAGE}').then((m) => console.log(JSON.stringify(Object.keys(m).sort())))`], site)
-  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'STREAM_INTERRUPTED', 'UNEXPECTED_RESPONSE', 'createGatewayClient'], 'Node imports the built ESM')
+  t.same(JSON.parse(keys), ['NETWORK_ERROR', 'STREAM_INTERRUPTED', 'UNEXPECTED_RESPONSE', 'createGatewayClient', 'createTokenClient'], 'Node imports the built ESM')
 
   const { code, output } = await typechecked
   for (const moduleResolution of resolutions) {
