@@ -108,7 +108,7 @@ function accountMail (config: Readonly<AuthCoreConfig>, mailer: Mailer | undefin
 
 export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool, { log, storage, mailer }: AuthServices = {}) {
   const mail = accountMail(config, mailer)
-  const providers = signInProviderOptions(config)
+  const providers = signInProviderOptions(config, pool)
   return {
     appName: 'auth-gateway',
     database: pool,

@@ -159,6 +159,12 @@ export interface OidcProviderConfig extends OAuthClientConfig {
   providerId: string
   /** @default ['openid', 'email', 'profile'] */
   scopes: readonly string[]
+  /**
+   * A claim (ID token or userinfo) whose value becomes the user's `role` at each sign-in with this
+   * provider: a role name, a comma-separated list or an array of names; missing or empty: `user`.
+   * Unset: the provider decides no role (roles are the gateway's own).
+   */
+  roleClaim: string | undefined
 }
 
 /** Both services in one process (`npm start`, the tests, the CLIs). */
@@ -619,7 +625,7 @@ function oidcProvider (env: Env): OidcProviderConfig | undefined {
   const issuer = httpUrl(env, 'OIDC_ISSUER')
   const client = oauthClient(env, 'OIDC')
   if (issuer === undefined) {
-    const stray = ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET', 'OIDC_PROVIDER_ID', 'OIDC_SCOPES'].find((name) => present(env, name) !== undefined)
+    const stray = ['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET', 'OIDC_PROVIDER_ID', 'OIDC_SCOPES', 'OIDC_ROLE_CLAIM'].find((name) => present(env, name) !== undefined)
     if (stray !== undefined) throw new ConfigError('OIDC_ISSUER', `must be set with ${stray}`)
     return undefined
   }
@@ -630,7 +636,9 @@ function oidcProvider (env: Env): OidcProviderConfig | undefined {
   }
   const scopes = (present(env, 'OIDC_SCOPES') ?? 'openid email profile').split(/[\s,]+/).filter((scope) => scope !== '')
   if (!scopes.includes('openid')) throw new ConfigError('OIDC_SCOPES', 'must include openid', scopes.join(' '))
-  return { ...client, issuer: issuer.replace(/\/+$/, ''), providerId, scopes }
+  const roleClaim = present(env, 'OIDC_ROLE_CLAIM')
+  if (roleClaim !== undefined && !/^[A-Za-z_][\w:./-]{0,127}$/.test(roleClaim)) throw new ConfigError('OIDC_ROLE_CLAIM', 'must be a claim name', roleClaim)
+  return { ...client, issuer: issuer.replace(/\/+$/, ''), providerId, scopes, roleClaim }
 }
 
 /**

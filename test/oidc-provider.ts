@@ -79,3 +79,38 @@ export function browserJar (): { go: (url: string, init?: RequestInit) => Promis
     }
   }
 }
+
+type Jar = ReturnType<typeof browserJar>
+
+/** The session cookie a jar holds for the gateway, as a `Cookie` header's pair. */
+export const sessionCookieOf = (browser: Jar): string | undefined => [...browser.cookies].find(([name]) => name.endsWith('session_token'))?.join('=')
+
+/**
+ * What a browser does from a page's "Sign in with <provider>" to the provider's redirect back to the
+ * gateway (not followed): the sign-in request, then the provider's development sign-in form (any
+ * password) and consent page. The provider's authorization URL, and the callback URL to follow.
+ */
+export async function signInAtIdp (browser: Jar, options: { gateway: string, provider: string, login: string, callbackURL: string, origin?: string }): Promise<{ authorize: URL, callback: string }> {
+  const origin = options.origin ?? new URL(options.callbackURL).origin
+  const started = await browser.go(`${options.gateway}/auth/sign-in/social`, { method: 'POST', headers: { 'content-type': 'application/json', origin }, body: JSON.stringify({ provider: options.provider, callbackURL: options.callbackURL }) })
+  if (started.status !== 200) throw new Error(`sign-in/social answered ${started.status}: ${await started.text()}`)
+  const { url } = await started.json() as { url: string }
+  let next = url
+  for (let hop = 0; hop < 12; hop++) {
+    const response = await browser.go(next)
+    if (response.status >= 300 && response.status < 400) {
+      const location = new URL(response.headers.get('location') ?? '', next).toString()
+      await response.arrayBuffer()
+      if (location.startsWith(options.gateway)) return { authorize: new URL(url), callback: location }
+      next = location
+      continue
+    }
+    const page = await response.text()
+    if (response.status !== 200) throw new Error(`the provider answered ${response.status}: ${page.slice(0, 300)}`)
+    const form = new URLSearchParams(page.includes('name="login"') ? { prompt: 'login', login: options.login, password: 'any' } : { prompt: 'consent' })
+    const submitted = await browser.go(next, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() })
+    next = new URL(submitted.headers.get('location') ?? '', next).toString()
+    await submitted.arrayBuffer()
+  }
+  throw new Error('the provider never redirected back')
+}

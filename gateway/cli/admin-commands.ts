@@ -5,9 +5,6 @@ import type { Pool } from '../../shared/db.ts'
 import type { Config } from '../../shared/config.ts'
 import { revokeTokensNow } from '../../shared/token-revocation.ts'
 
-/** A role name, or several separated by commas. */
-export const ROLE = /^[a-z][a-z0-9_-]{0,31}(?:,[a-z][a-z0-9_-]{0,31})*$/
-
 // A command prints its own outcome; Fastify's logger with logging off.
 const silentLog = Fastify({ logger: false }).log
 

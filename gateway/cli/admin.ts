@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util'
 import { createPool, poolOptions, startEmbeddedPostgres } from '../../shared/db.ts'
 import { run } from '../../shared/run.ts'
-import { list, ROLE, setRole } from './admin-commands.ts'
+import { list, setRole } from './admin-commands.ts'
+import { ROLE } from '../../shared/roles.ts'
 
 const USAGE = 'usage: npm run admin -- set-role EMAIL ROLE | list'
 

@@ -218,7 +218,7 @@ t.test('sign-in providers: each only when configured, a client id and secret tog
 
   const some = loadConfig({ DATA_DIR: dataDir, GITHUB_CLIENT_ID: ' gh-id ', GITHUB_CLIENT_SECRET: 'gh-secret', OIDC_ISSUER: 'https://sso.example.com/', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's3cret' }, 'auth-core')
   t.same(some.socialProviders, { github: { clientId: 'gh-id', clientSecret: 'gh-secret' } }, 'GitHub only: Google is not configured')
-  t.same(some.oidc, { clientId: 'docs', clientSecret: 's3cret', issuer: 'https://sso.example.com', providerId: 'oidc', scopes: ['openid', 'email', 'profile'] })
+  t.same(some.oidc, { clientId: 'docs', clientSecret: 's3cret', issuer: 'https://sso.example.com', providerId: 'oidc', scopes: ['openid', 'email', 'profile'], roleClaim: undefined })
   t.same(loadConfig({ DATA_DIR: dataDir, OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: 'Corp', OIDC_SCOPES: 'openid,email groups' }, 'auth-core').oidc?.scopes, ['openid', 'email', 'groups'])
 
   const refused: Array<[Record<string, string>, string]> = [
@@ -229,7 +229,9 @@ t.test('sign-in providers: each only when configured, a client id and secret tog
     [{ OIDC_ISSUER: 'sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's' }, 'OIDC_ISSUER'],
     [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: 'github' }, 'OIDC_PROVIDER_ID'],
     [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: '../x' }, 'OIDC_PROVIDER_ID'],
-    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_SCOPES: 'email profile' }, 'OIDC_SCOPES']
+    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_SCOPES: 'email profile' }, 'OIDC_SCOPES'],
+    [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_ROLE_CLAIM: 'two words' }, 'OIDC_ROLE_CLAIM'],
+    [{ OIDC_ROLE_CLAIM: 'groups' }, 'OIDC_ISSUER']
   ]
   for (const [env, variable] of refused) {
     t.throws(() => loadConfig({ DATA_DIR: dataDir, ...env }, 'auth-core'), { name: 'ConfigError', variable }, `${Object.keys(env).join(', ')}: ${variable}`)

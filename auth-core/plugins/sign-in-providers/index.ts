@@ -1,7 +1,12 @@
-import { createAuthEndpoint } from 'better-auth/api'
+import { createAuthEndpoint, createAuthMiddleware, isAPIError } from 'better-auth/api'
 import type { BetterAuthPlugin } from 'better-auth'
 import { genericOAuth } from 'better-auth/plugins/generic-oauth'
-import type { AuthCoreConfig } from '../../../shared/config.ts'
+import type { GenericOAuthUserInfo } from 'better-auth/plugins/generic-oauth'
+import { defineRequestState } from '@better-auth/core/context'
+import type { AuthCoreConfig, OidcProviderConfig } from '../../../shared/config.ts'
+import type { Pool } from '../../../shared/db.ts'
+import { ROLE_NAME } from '../../../shared/roles.ts'
+import { REVOKED_USER_HEADER, revokeTokensNow } from '../../../shared/token-revocation.ts'
 
 /*
  * Sign-in with GitHub, Google and any OpenID Connect provider, each only when configured
@@ -35,10 +40,60 @@ function providersEndpoint (providers: readonly SignInProvider[]) {
   } satisfies BetterAuthPlugin
 }
 
+/** The role a provider's claim names: its role names (a list, or comma-separated), `user` when none is valid. */
+export function roleFromClaim (claim: unknown): string {
+  const names = Array.isArray(claim) ? claim : typeof claim === 'string' ? claim.split(',') : []
+  const roles = [...new Set(names.filter((name): name is string => typeof name === 'string').map((name) => name.trim().toLowerCase()).filter((name) => ROLE_NAME.test(name)))]
+  return roles.length === 0 ? 'user' : roles.join(',')
+}
+
+// What the provider's claim said, from `mapProfileToUser` to the callback's after hook, per request.
+const claimedRole = defineRequestState<string | null>(() => null)
+
+/**
+ * `OIDC_ROLE_CLAIM`: the provider decides the role at each sign-in with it. better-auth never lets
+ * a provider write `role` (a server-only field), so the claim is read while the profile is mapped
+ * and written once the callback made its session; a changed role refuses the user's older bearer
+ * tokens (they carry the role), as `admin/set-role` does, and the gateway forgets its cached
+ * sessions of the user.
+ */
+function providerRoles (oidc: OidcProviderConfig, pool: Pool) {
+  return {
+    id: 'provider-roles',
+    hooks: {
+      after: [{
+        matcher: (ctx: { path?: string, params?: unknown }) => ctx.path === '/callback/:id' && (ctx.params as { id?: unknown } | undefined)?.id === oidc.providerId,
+        handler: createAuthMiddleware(async (ctx) => {
+          const role = await claimedRole.get()
+          const session = ctx.context.newSession
+          if (role === null || session === null || session === undefined) return
+          const returned = ctx.context.returned
+          // The callback answers with a redirect; any other error made no session worth a role.
+          if (isAPIError(returned) && returned.statusCode !== 302) return
+          const { user } = session as { user: { id: string, role?: string | null } }
+          if (user.role === role) return
+          await ctx.context.internalAdapter.updateUser(user.id, { role })
+          await revokeTokensNow(pool, user.id)
+          ctx.setHeader(REVOKED_USER_HEADER, user.id)
+        })
+      }]
+    }
+  } satisfies BetterAuthPlugin
+}
+
 /** better-auth's options for the configured providers: its social providers, the generic OAuth plugin for OIDC, the list. */
-export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProviders' | 'oidc'>) {
+export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProviders' | 'oidc'>, pool: Pool) {
   const { oidc } = config
   const plugins = [providersEndpoint(signInProviders(config))]
+  const roleClaim = oidc?.roleClaim
+  const mapRole = roleClaim === undefined
+    ? {}
+    : {
+        async mapProfileToUser (profile: GenericOAuthUserInfo) {
+          await claimedRole.set(roleFromClaim(profile[roleClaim]))
+          return {}
+        }
+      }
   return {
     socialProviders: { ...config.socialProviders },
     plugins: oidc === undefined
@@ -52,8 +107,9 @@ export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProvi
             scopes: [...oidc.scopes],
             // State, PKCE and the ID token's nonce and signature, all checked.
             pkce: true,
-            requireIdTokenVerification: true
+            requireIdTokenVerification: true,
+            ...mapRole
           }]
-        })]
+        }), ...(roleClaim === undefined ? [] : [providerRoles(oidc, pool)])]
   }
 }

@@ -2,8 +2,9 @@ import t from 'tap'
 import { createGatewayClient } from '@auth-gateway/client'
 import { postJson, startTestStack, TEST_ORIGIN, uniqueEmail } from '../../helper.ts'
 import { freePort } from '../../ports.ts'
-import { browserJar, startTestIdp } from '../../oidc-provider.ts'
+import { browserJar, signInAtIdp, startTestIdp } from '../../oidc-provider.ts'
 import type { IdpAccount } from '../../oidc-provider.ts'
+import { sessionCookieOf } from '../../oidc-provider.ts'
 import { recordingUpstream } from '../../upstream.ts'
 import { PASSWORD, signUp } from '../../readers.ts'
 
@@ -41,39 +42,17 @@ function idpAccount (account: Partial<IdpAccount> = {}): { login: string } & Idp
 
 type Browser = ReturnType<typeof browserJar>
 
-/** From the page's "Sign in with corp" to the provider's redirect back to the gateway (not followed). */
+/** From the page's "Sign in with corp" to the provider's redirect back to the gateway, checking the request to the provider. */
 async function throughProvider (browser: Browser, login: string, callbackURL = `${TEST_ORIGIN}/signed-in`): Promise<string> {
-  const started = await browser.go(`${publicUrl}/auth/sign-in/social`, { method: 'POST', headers: { 'content-type': 'application/json', origin: TEST_ORIGIN }, body: JSON.stringify({ provider: PROVIDER, callbackURL }) })
-  if (started.status !== 200) throw new Error(`sign-in/social answered ${started.status}: ${await started.text()}`)
-  const { url } = await started.json() as { url: string }
-  const authorize = new URL(url)
+  const { authorize, callback } = await signInAtIdp(browser, { gateway: publicUrl, provider: PROVIDER, login, callbackURL })
   t.equal(authorize.origin, idp.issuer, 'to the provider')
   t.equal(authorize.searchParams.get('redirect_uri'), `${publicUrl}/auth/callback/${PROVIDER}`, 'back through the gateway')
   t.equal(authorize.searchParams.get('code_challenge_method'), 'S256', 'PKCE')
   t.ok(authorize.searchParams.get('state'), 'state')
   t.ok(authorize.searchParams.get('nonce'), 'nonce')
-  let next = url
-  // The provider's pages: sign-in (any password at the development form), consent, then back.
-  for (let hop = 0; hop < 12; hop++) {
-    const response = await browser.go(next)
-    if (response.status >= 300 && response.status < 400) {
-      const location = new URL(response.headers.get('location') ?? '', next).toString()
-      await response.arrayBuffer()
-      if (location.startsWith(publicUrl)) return location
-      next = location
-      continue
-    }
-    const page = await response.text()
-    if (response.status !== 200) throw new Error(`the provider answered ${response.status}: ${page.slice(0, 300)}`)
-    const form = new URLSearchParams(page.includes('name="login"') ? { prompt: 'login', login, password: 'any' } : { prompt: 'consent' })
-    const submitted = await browser.go(next, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() })
-    next = new URL(submitted.headers.get('location') ?? '', next).toString()
-    await submitted.arrayBuffer()
-  }
-  throw new Error('the provider never redirected back')
+  return callback
 }
 
-const sessionCookieOf = (browser: Browser): string | undefined => [...browser.cookies].find(([name]) => name.endsWith('session_token'))?.join('=')
 
 t.test('GET /auth/providers lists the configured provider, never its secret', async (t) => {
   const response = await fetch(`${publicUrl}/auth/providers`)
