@@ -127,6 +127,11 @@ export function createAuthOptions (config: Readonly<AuthCoreConfig>, pool: Pool,
     emailVerification: mail.emailVerification,
     // GitHub, Google, an OpenID Connect provider: each only when configured.
     socialProviders: providers.socialProviders,
+    account: {
+      // A provider's sign-in joins an existing account of its address only when both sides verified
+      // it (the provider's `email_verified`, or being in TRUSTED_PROVIDERS; the account's own).
+      accountLinking: { enabled: true, requireLocalEmailVerified: true, trustedProviders: [...config.trustedProviders] }
+    },
     session: {
       expiresIn: SESSION_EXPIRES_IN_SECONDS,
       updateAge: SESSION_UPDATE_AGE_SECONDS,

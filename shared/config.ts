@@ -140,6 +140,11 @@ export interface AuthCoreConfig extends CommonConfig {
   socialProviders: SocialProviders
   /** Any OpenID Connect provider, by discovery (`OIDC_ISSUER`); unset: none. */
   oidc: OidcProviderConfig | undefined
+  /**
+   * Configured providers whose addresses count as verified when linking to an existing account,
+   * even without `email_verified` (the account's own address must still be verified). @default none
+   */
+  trustedProviders: readonly string[]
 }
 
 export interface OAuthClientConfig {
@@ -593,9 +598,18 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
     mailFrom: mailFrom(env),
     requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production),
     adminImpersonation: flag(env, 'ADMIN_IMPERSONATION', false),
-    socialProviders: socialProviders(env),
-    oidc: oidcProvider(env)
+    ...signInProviders(env)
   }
+}
+
+function signInProviders (env: Env): Pick<AuthCoreConfig, 'socialProviders' | 'oidc' | 'trustedProviders'> {
+  const social = socialProviders(env)
+  const oidc = oidcProvider(env)
+  const configured = new Set([...Object.keys(social), ...(oidc === undefined ? [] : [oidc.providerId])])
+  const trusted = (present(env, 'TRUSTED_PROVIDERS') ?? '').split(/[\s,]+/).filter((id) => id !== '').map((id) => id.toLowerCase())
+  const unknown = trusted.find((id) => !configured.has(id))
+  if (unknown !== undefined) throw new ConfigError('TRUSTED_PROVIDERS', `must name configured providers only (${configured.size === 0 ? 'none is' : `${[...configured].join(', ')} ${configured.size === 1 ? 'is' : 'are'}`})`, unknown)
+  return { socialProviders: social, oidc, trustedProviders: [...new Set(trusted)] }
 }
 
 /** A client id and secret, both set or neither. */

@@ -231,10 +231,14 @@ t.test('sign-in providers: each only when configured, a client id and secret tog
     [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_PROVIDER_ID: '../x' }, 'OIDC_PROVIDER_ID'],
     [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_SCOPES: 'email profile' }, 'OIDC_SCOPES'],
     [{ OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', OIDC_ROLE_CLAIM: 'two words' }, 'OIDC_ROLE_CLAIM'],
-    [{ OIDC_ROLE_CLAIM: 'groups' }, 'OIDC_ISSUER']
+    [{ OIDC_ROLE_CLAIM: 'groups' }, 'OIDC_ISSUER'],
+    [{ TRUSTED_PROVIDERS: 'github' }, 'TRUSTED_PROVIDERS'],
+    [{ GITHUB_CLIENT_ID: 'id', GITHUB_CLIENT_SECRET: 's', TRUSTED_PROVIDERS: 'github,google' }, 'TRUSTED_PROVIDERS']
   ]
   for (const [env, variable] of refused) {
     t.throws(() => loadConfig({ DATA_DIR: dataDir, ...env }, 'auth-core'), { name: 'ConfigError', variable }, `${Object.keys(env).join(', ')}: ${variable}`)
   }
+  t.same(some.trustedProviders, [], 'no provider is trusted by default')
+  t.same(loadConfig({ DATA_DIR: dataDir, GITHUB_CLIENT_ID: 'id', GITHUB_CLIENT_SECRET: 's', OIDC_ISSUER: 'https://sso.example.com', OIDC_CLIENT_ID: 'docs', OIDC_CLIENT_SECRET: 's', TRUSTED_PROVIDERS: 'OIDC, oidc' }, 'auth-core').trustedProviders, ['oidc'])
   t.notOk('oidc' in loadConfig({ DATA_DIR: dataDir, OIDC_ISSUER: 'not a url' }, 'gateway'), 'the gateway never reads them')
 })

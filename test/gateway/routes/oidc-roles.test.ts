@@ -3,11 +3,14 @@ import { roleFromClaim } from '../../../auth-core/plugins/sign-in-providers/inde
 import { startTestStack, TEST_ORIGIN } from '../../helper.ts'
 import { freePort } from '../../ports.ts'
 import { browserJar, sessionCookieOf, signInAtIdp, startTestIdp } from '../../oidc-provider.ts'
+import { signUp } from '../../readers.ts'
 
 /*
- * `OIDC_ROLE_CLAIM` (issue 18): the provider's claim decides the reader's role at each sign-in with
- * it, through a real OpenID Connect provider; a changed role refuses the older bearer tokens, which
- * carry the role. Without it (test/gateway/routes/oidc-sign-in.test.ts) a role claim is ignored.
+ * A provider the operator trusts more (issue 18), through a real OpenID Connect provider:
+ * `OIDC_ROLE_CLAIM`, whose claim decides the reader's role at each sign-in with it (a changed role
+ * refuses the older bearer tokens, which carry the role), and `TRUSTED_PROVIDERS`, whose addresses
+ * count as verified for linking. Without them (test/gateway/routes/oidc-sign-in.test.ts) a role
+ * claim is ignored and linking needs the provider's `email_verified`.
  */
 t.test('a claim\'s role names: a list or comma-separated, lower-cased, only valid names, else user', async (t) => {
   t.equal(roleFromClaim(['Editor', 'admin']), 'editor,admin')
@@ -31,16 +34,22 @@ const stack = await startTestStack(t, {
   OIDC_CLIENT_SECRET: idp.clientSecret,
   OIDC_PROVIDER_ID: PROVIDER,
   OIDC_ROLE_CLAIM: 'groups',
+  TRUSTED_PROVIDERS: PROVIDER,
   ADMIN_REQUIRE_2FA: 'false'
 })
 
-async function signIn (login: string): Promise<string> {
+/** Signs in at the provider; the gateway's answer to the callback and the session cookie, if any. */
+async function attempt (login: string): Promise<{ location: string | null, cookie: string | undefined }> {
   const browser = browserJar()
   const { callback } = await signInAtIdp(browser, { gateway: publicUrl, provider: PROVIDER, login, callbackURL: `${TEST_ORIGIN}/in` })
   const landed = await browser.go(callback)
   await landed.arrayBuffer()
-  const cookie = sessionCookieOf(browser)
-  if (cookie === undefined) throw new Error(`no session: ${landed.status} ${landed.headers.get('location')}`)
+  return { location: landed.headers.get('location'), cookie: sessionCookieOf(browser) }
+}
+
+async function signIn (login: string): Promise<string> {
+  const { location, cookie } = await attempt(login)
+  if (cookie === undefined) throw new Error(`no session: ${location}`)
   return cookie
 }
 
@@ -69,4 +78,17 @@ t.test('the provider\'s groups are the role at each sign-in; a lost role refuses
   idp.accounts.set('grace', { email: 'grace@corp.example', emailVerified: true, name: 'Grace' })
   await signIn('grace')
   t.equal((await stack.pool.query<{ role: string }>('SELECT role FROM "user" WHERE id = $1', [rows[0].id])).rows[0].role, 'user', 'no claim: user')
+})
+
+t.test('a trusted provider links without email_verified, but only to an account that verified its address', async (t) => {
+  const reader = await signUp(stack)
+  idp.accounts.set('linus', { email: reader.email, emailVerified: false, name: 'Linus' })
+  const early = await attempt('linus')
+  t.match(early.location, /error=account_not_linked/, 'the account never verified its address: not linked')
+  t.equal(early.cookie, undefined)
+  await stack.pool.query('UPDATE "user" SET "emailVerified" = true WHERE id = $1', [reader.userId])
+  const linked = await attempt('linus')
+  t.equal(linked.location, `${TEST_ORIGIN}/in`, 'linked: the provider is trusted')
+  const me = await fetch(`${publicUrl}/auth/me`, { headers: { cookie: linked.cookie ?? '' } })
+  t.equal(((await me.json()) as { user: { id: string } }).user.id, reader.userId)
 })
