@@ -34,7 +34,7 @@ export async function startTestIdp (t: Teardown, redirectUri: string): Promise<T
   const clientSecret = 'docs-site-secret-of-at-least-thirty-two-chars'
   const provider = new Provider(issuer, {
     clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [redirectUri], grant_types: ['authorization_code'], response_types: ['code'] }],
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups', 'role', 'banned'] },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups', 'role', 'banned', 'team', 'clearance'] },
     pkce: { required: () => true },
     cookies: { keys: ['test-idp-cookie-key-0123456789'] },
     features: { devInteractions: { enabled: true } },

@@ -82,18 +82,21 @@ function providerRoles (oidc: OidcProviderConfig, pool: Pool) {
 }
 
 /** better-auth's options for the configured providers: its social providers, the generic OAuth plugin for OIDC, the list. */
-export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProviders' | 'oidc'>, pool: Pool) {
+export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProviders' | 'oidc' | 'userFields'>, pool: Pool) {
   const { oidc } = config
   const plugins = [providersEndpoint(signInProviders(config))]
   const roleClaim = oidc?.roleClaim
-  const mapRole = roleClaim === undefined
-    ? {}
-    : {
-        async mapProfileToUser (profile: GenericOAuthUserInfo) {
-          await claimedRole.set(roleFromClaim(profile[roleClaim]))
-          return {}
-        }
-      }
+  const writable = config.userFields.filter((field) => !field.readonly)
+  /** The claims of the OIDC provider's profile that set the user: writable custom fields of the same name and type; the role claim, kept for the callback. */
+  async function mapProfileToUser (profile: GenericOAuthUserInfo): Promise<Record<string, unknown>> {
+    if (roleClaim !== undefined) await claimedRole.set(roleFromClaim(profile[roleClaim]))
+    const fields: Record<string, unknown> = {}
+    for (const field of writable) {
+      const value = profile[field.name]
+      if (typeof value === field.type) fields[field.name] = value
+    }
+    return fields
+  }
   return {
     socialProviders: { ...config.socialProviders },
     plugins: oidc === undefined
@@ -108,7 +111,7 @@ export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProvi
             // State, PKCE and the ID token's nonce and signature, all checked.
             pkce: true,
             requireIdTokenVerification: true,
-            ...mapRole
+            mapProfileToUser
           }]
         }), ...(roleClaim === undefined ? [] : [providerRoles(oidc, pool)])]
   }

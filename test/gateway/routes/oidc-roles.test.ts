@@ -35,7 +35,12 @@ const stack = await startTestStack(t, {
   OIDC_PROVIDER_ID: PROVIDER,
   OIDC_ROLE_CLAIM: 'groups',
   TRUSTED_PROVIDERS: PROVIDER,
-  ADMIN_REQUIRE_2FA: 'false'
+  ADMIN_REQUIRE_2FA: 'false',
+  AUTH_USER_FIELDS: 'team:string clearance:string:readonly',
+  GITHUB_CLIENT_ID: 'github-client-id',
+  GITHUB_CLIENT_SECRET: 'github-client-secret',
+  GOOGLE_CLIENT_ID: 'google-client-id.apps.googleusercontent.com',
+  GOOGLE_CLIENT_SECRET: 'google-client-secret'
 })
 
 /** Signs in at the provider; the gateway's answer to the callback and the session cookie, if any. */
@@ -91,4 +96,27 @@ t.test('a trusted provider links without email_verified, but only to an account 
   t.equal(linked.location, `${TEST_ORIGIN}/in`, 'linked: the provider is trusted')
   const me = await fetch(`${publicUrl}/auth/me`, { headers: { cookie: linked.cookie ?? '' } })
   t.equal(((await me.json()) as { user: { id: string } }).user.id, reader.userId)
+})
+
+t.test('a custom field the reader may write comes from the claim of its name; a read-only one never does', async (t) => {
+  idp.accounts.set('tess', { email: 'tess@corp.example', emailVerified: true, name: 'Tess', claims: { team: 'robotics', clearance: 'top' } })
+  const cookie = await signIn('tess')
+  const me = await fetch(`${publicUrl}/auth/me`, { headers: { cookie } })
+  const { user } = await me.json() as { user: Record<string, unknown> }
+  t.equal(user.team, 'robotics', 'a writable field, from its claim')
+  t.not(user.clearance, 'top', 'a read-only field is not the provider\'s to set')
+})
+
+t.test('GitHub and Google by configuration: listed, and their sign-in sends the browser there with the gateway\'s callback', async (t) => {
+  const listed = await (await fetch(`${publicUrl}/auth/providers`)).json() as { providers: Array<{ id: string, type: string }> }
+  t.same(listed.providers, [{ id: 'github', type: 'social' }, { id: 'google', type: 'social' }, { id: PROVIDER, type: 'oidc' }])
+  for (const [provider, host] of [['github', 'github.com'], ['google', 'accounts.google.com']]) {
+    const started = await fetch(`${publicUrl}/auth/sign-in/social`, { method: 'POST', headers: { 'content-type': 'application/json', origin: TEST_ORIGIN }, body: JSON.stringify({ provider, callbackURL: `${TEST_ORIGIN}/in` }) })
+    t.equal(started.status, 200, provider)
+    const url = new URL(((await started.json()) as { url: string }).url)
+    t.equal(url.host, host, `to ${host}`)
+    t.equal(url.searchParams.get('redirect_uri'), `${publicUrl}/auth/callback/${provider}`, 'back through the gateway')
+    t.ok(url.searchParams.get('state'), 'with a state')
+    t.notOk(url.toString().includes(`${provider}-client-secret`), 'never the secret')
+  }
 })
