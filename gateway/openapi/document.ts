@@ -54,6 +54,7 @@ const TAGS: Record<string, string> = {
   [AUTH_TAG]: 'better-auth\'s endpoints, proxied to auth-core (`/auth/*`)',
   Admin: 'better-auth\'s admin plugin (`role:admin`)',
   'Two-factor': 'better-auth\'s two-factor plugin',
+  'Sign-in-providers': 'GitHub, Google and OpenID Connect sign-in: which are configured',
   Tokens: 'Client tokens and the identity tokens\' public keys',
   Health: 'Liveness and readiness',
   Profile: 'The reader\'s profile and consent',

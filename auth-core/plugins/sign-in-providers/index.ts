@@ -35,7 +35,20 @@ function providersEndpoint (providers: readonly SignInProvider[]) {
   return {
     id: 'sign-in-providers',
     endpoints: {
-      listSignInProviders: createAuthEndpoint('/providers', { method: 'GET' }, async (ctx) => ctx.json({ providers }))
+      listSignInProviders: createAuthEndpoint('/providers', {
+        method: 'GET',
+        metadata: {
+          openapi: {
+            description: 'The ways to sign in besides the password, each only when configured: `{ providers: [{ id, type }] }`, `type` `social` (GitHub, Google) or `oidc`; sign in with `POST /auth/sign-in/social` `{ provider: id }` (docs/social-sign-in.md)',
+            responses: {
+              200: {
+                description: 'The configured providers',
+                content: { 'application/json': { schema: { type: 'object', required: ['providers'], properties: { providers: { type: 'array', items: { type: 'object', required: ['id', 'type'], properties: { id: { type: 'string' }, type: { type: 'string', enum: ['social', 'oidc'] } } } } } } } }
+              }
+            }
+          }
+        }
+      }, async (ctx) => ctx.json({ providers }))
     }
   } satisfies BetterAuthPlugin
 }
