@@ -1,7 +1,11 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import Provider from 'oidc-provider'
+import { startTestStack } from './helper.ts'
 import type { Teardown } from './helper.ts'
+import { freePort } from './ports.ts'
+import type { Stack } from '../gateway/cli/stack.ts'
+import type { Env } from '../shared/config.ts'
 
 /** A person at the test identity provider. */
 export interface IdpAccount {
@@ -20,12 +24,19 @@ export interface TestIdp {
   accounts: Map<string, IdpAccount>
 }
 
+export interface TestIdpOptions {
+  /** Claims released with the `profile` scope besides `name`. @default ['groups', 'role', 'banned', 'team', 'clearance'] */
+  profileClaims?: readonly string[]
+  /** The scopes' claims in the ID token too, as Entra, Google or Keycloak put them (better-auth then reads the ID token, not userinfo). @default false */
+  claimsInIdToken?: boolean
+}
+
 /**
  * A real OpenID Connect provider on loopback (the certified `oidc-provider`, with its development
  * sign-in and consent pages): one confidential client whose only redirect URI is `redirectUri`,
  * the code flow with PKCE required.
  */
-export async function startTestIdp (t: Teardown, redirectUri: string): Promise<TestIdp> {
+export async function startTestIdp (t: Teardown, redirectUri: string, options: TestIdpOptions = {}): Promise<TestIdp> {
   const accounts = new Map<string, IdpAccount>()
   const server = createServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -34,7 +45,8 @@ export async function startTestIdp (t: Teardown, redirectUri: string): Promise<T
   const clientSecret = 'docs-site-secret-of-at-least-thirty-two-chars'
   const provider = new Provider(issuer, {
     clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [redirectUri], grant_types: ['authorization_code'], response_types: ['code'] }],
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups', 'role', 'banned', 'team', 'clearance'] },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', ...(options.profileClaims ?? ['groups', 'role', 'banned', 'team', 'clearance'])] },
+    conformIdTokenClaims: options.claimsInIdToken !== true,
     pkce: { required: () => true },
     cookies: { keys: ['test-idp-cookie-key-0123456789'] },
     features: { devInteractions: { enabled: true } },
@@ -113,4 +125,28 @@ export async function signInAtIdp (browser: Jar, options: { gateway: string, pro
     await submitted.arrayBuffer()
   }
   throw new Error('the provider never redirected back')
+}
+
+export interface OidcStack {
+  /** The gateway's public URL, where it listens: the provider sends browsers back to it. */
+  publicUrl: string
+  idp: TestIdp
+  stack: Stack
+}
+
+/** A test provider and the whole stack signing in with it as `provider`, the gateway on a port of its own at `PUBLIC_URL`. */
+export async function startOidcStack (t: Teardown, provider: string, env: Env = {}, idpOptions: TestIdpOptions = {}): Promise<OidcStack> {
+  const port = await freePort()
+  const publicUrl = `http://127.0.0.1:${port}`
+  const idp = await startTestIdp(t, `${publicUrl}/auth/callback/${provider}`, idpOptions)
+  const stack = await startTestStack(t, {
+    PORT: String(port),
+    PUBLIC_URL: publicUrl,
+    OIDC_ISSUER: idp.issuer,
+    OIDC_CLIENT_ID: idp.clientId,
+    OIDC_CLIENT_SECRET: idp.clientSecret,
+    OIDC_PROVIDER_ID: provider,
+    ...env
+  })
+  return { publicUrl, idp, stack }
 }

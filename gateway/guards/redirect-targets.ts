@@ -10,6 +10,9 @@ export const REDIRECT_PARAMETERS: ReadonlySet<string> = new Set(['callbackURL', 
 // Backslashes (browsers read them as slashes), control characters and white space.
 // eslint-disable-next-line no-control-regex
 const UNSAFE = /[\\\u0000-\u0020\u007f]/
+// As sent, a target is printable ASCII (anything else percent-encoded, as browsers send `location.href`):
+// better-auth writes it into `Location`, where a raw U+3002 was a 500.
+const NOT_ASCII = /[^\u0021-\u007e]/
 
 /**
  * Whether a redirect target resolves to the gateway's own origin or an allowed origin, after the
@@ -26,7 +29,7 @@ export function isAllowedRedirect (target: string, publicUrl: string, allowedOri
   } catch {
     return false
   }
-  if (UNSAFE.test(target) || UNSAFE.test(decoded)) return false
+  if (UNSAFE.test(target) || NOT_ASCII.test(target) || UNSAFE.test(decoded)) return false
   const relative = target.startsWith('/')
   if (!relative && !/^https?:\/\//i.test(target)) return false
   let url: URL

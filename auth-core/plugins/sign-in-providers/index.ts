@@ -53,6 +53,30 @@ function providersEndpoint (providers: readonly SignInProvider[]) {
   } satisfies BetterAuthPlugin
 }
 
+/**
+ * Whether a provider may vouch for an address: printable ASCII only. better-auth finds an account by
+ * the lower-cased address, and lower-casing maps some other characters onto ASCII ones (the Kelvin
+ * sign U+212A onto `k`), so a look-alike address would sign in to someone else's account.
+ */
+export function vouchable (email: unknown): boolean {
+  return typeof email === 'string' && /^[\u0021-\u007e]+$/.test(email)
+}
+
+/**
+ * The OIDC profile's verdict on its address, from `email_verified` alone (a boolean, or the string
+ * `"true"` as some providers send it): better-auth spreads the ID token's claims over its own
+ * reading, so a claim named `emailVerified` would otherwise decide.
+ */
+export function verifiedByProvider (profile: Record<string, unknown>): boolean {
+  const claim = profile.email_verified
+  return vouchable(profile.email) && (claim === true || claim === 'true')
+}
+
+/** For GitHub and Google: their own reading of the address stands, unless the address is not one to vouch for. */
+function socialMapping (profile: { email?: unknown }): { emailVerified?: false } {
+  return vouchable(profile.email) ? {} : { emailVerified: false }
+}
+
 /** The role a provider's claim names: its role names (a list, or comma-separated), `user` when none is valid. */
 export function roleFromClaim (claim: unknown): string {
   const names = Array.isArray(claim) ? claim : typeof claim === 'string' ? claim.split(',') : []
@@ -103,7 +127,8 @@ export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProvi
   /** The claims of the OIDC provider's profile that set the user: writable custom fields of the same name and type; the role claim, kept for the callback. */
   async function mapProfileToUser (profile: GenericOAuthUserInfo): Promise<Record<string, unknown>> {
     if (roleClaim !== undefined) await claimedRole.set(roleFromClaim(profile[roleClaim]))
-    const fields: Record<string, unknown> = {}
+    // Spread last by better-auth: the verdict is `email_verified`'s, whatever other claims say.
+    const fields: Record<string, unknown> = { emailVerified: verifiedByProvider(profile) }
     for (const field of writable) {
       const value = profile[field.name]
       if (typeof value === field.type) fields[field.name] = value
@@ -111,7 +136,7 @@ export function signInProviderOptions (config: Pick<AuthCoreConfig, 'socialProvi
     return fields
   }
   return {
-    socialProviders: { ...config.socialProviders },
+    socialProviders: Object.fromEntries(Object.entries(config.socialProviders).map(([id, client]) => [id, { ...client, mapProfileToUser: socialMapping }])),
     plugins: oidc === undefined
       ? plugins
       : [...plugins, genericOAuth({

@@ -1,8 +1,7 @@
 import t from 'tap'
 import { roleFromClaim } from '../../../auth-core/plugins/sign-in-providers/index.ts'
-import { startTestStack, TEST_ORIGIN } from '../../helper.ts'
-import { freePort } from '../../ports.ts'
-import { browserJar, sessionCookieOf, signInAtIdp, startTestIdp } from '../../oidc-provider.ts'
+import { TEST_ORIGIN } from '../../helper.ts'
+import { browserJar, sessionCookieOf, signInAtIdp, startOidcStack } from '../../oidc-provider.ts'
 import { signUp } from '../../readers.ts'
 
 /*
@@ -23,16 +22,7 @@ t.test('a claim\'s role names: a list or comma-separated, lower-cased, only vali
 })
 
 const PROVIDER = 'sso'
-const port = await freePort()
-const publicUrl = `http://127.0.0.1:${port}`
-const idp = await startTestIdp(t, `${publicUrl}/auth/callback/${PROVIDER}`)
-const stack = await startTestStack(t, {
-  PORT: String(port),
-  PUBLIC_URL: publicUrl,
-  OIDC_ISSUER: idp.issuer,
-  OIDC_CLIENT_ID: idp.clientId,
-  OIDC_CLIENT_SECRET: idp.clientSecret,
-  OIDC_PROVIDER_ID: PROVIDER,
+const { publicUrl, idp, stack } = await startOidcStack(t, PROVIDER, {
   OIDC_ROLE_CLAIM: 'groups',
   TRUSTED_PROVIDERS: PROVIDER,
   ADMIN_REQUIRE_2FA: 'false',
