@@ -598,11 +598,11 @@ function authCoreConfig (env: Env, common: CommonConfig, dev: () => DevSecrets):
     mailFrom: mailFrom(env),
     requireEmailVerification: flag(env, 'REQUIRE_EMAIL_VERIFICATION', common.production),
     adminImpersonation: flag(env, 'ADMIN_IMPERSONATION', false),
-    ...signInProviders(env)
+    ...signInProviderConfig(env)
   }
 }
 
-function signInProviders (env: Env): Pick<AuthCoreConfig, 'socialProviders' | 'oidc' | 'trustedProviders'> {
+function signInProviderConfig (env: Env): Pick<AuthCoreConfig, 'socialProviders' | 'oidc' | 'trustedProviders'> {
   const social = socialProviders(env)
   const oidc = oidcProvider(env)
   const configured = new Set([...Object.keys(social), ...(oidc === undefined ? [] : [oidc.providerId])])

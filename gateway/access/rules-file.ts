@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError } from '../../shared/config.ts'
 import type { Access, AccessRule, RuleMethod } from './rules.ts'
+import { ROLE_NAME } from '../../shared/roles.ts'
 import { APP_ROUTE } from '../route-paths.ts'
 
 /*
@@ -19,8 +20,11 @@ const KEYS = ['access', 'methods', 'path']
 // case: the app upstream's paths are matched regardless of case (an upstream may route them so).
 const LITERAL = /^[a-z0-9_~-][a-z0-9._~-]*$/
 const PARAMETER = /^:[A-Za-z_][A-Za-z0-9_]*$/
-// The role names `npm run admin -- set-role` gives (gateway/cli/admin-commands.ts).
-const ROLE = /^role:[a-z][a-z0-9_-]{0,31}$/
+
+/** `role:<name>`, with a role name as `npm run admin -- set-role` and the admin plugin keep them. */
+function isRoleAccess (access: string): boolean {
+  return access.startsWith('role:') && ROLE_NAME.test(access.slice('role:'.length))
+}
 
 function fail (file: string, expected: string): never {
   throw new ConfigError(VARIABLE, `(${file}) ${expected}`)
@@ -57,7 +61,7 @@ function parseRule (file: string, index: number, entry: unknown): AccessRule {
   if (problem !== undefined) {
     fail(file, `${at}: path ${problem}; write it exact (/api/reports/summary), with parameters (/api/reports/:id) or as a prefix (/api/reports/*) (got ${JSON.stringify(path)})`)
   }
-  if (access !== 'public' && access !== 'session' && (typeof access !== 'string' || !ROLE.test(access))) {
+  if (access !== 'public' && access !== 'session' && (typeof access !== 'string' || !isRoleAccess(access))) {
     fail(file, `${at}: access must be "public", "session" or "role:<name>" (a lower-case name: letters, digits, _ and -) (got ${JSON.stringify(access)})`)
   }
   return Object.freeze({ methods: Object.freeze([...methods]), path, access: access as Access })

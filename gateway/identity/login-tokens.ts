@@ -54,6 +54,9 @@ interface FamilyRow {
   expired: boolean
 }
 
+// A login ended by its client; one already ended keeps its end and the reason.
+const END_BY_LOGOUT = "revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, 'logout')"
+
 const ISSUE = `INSERT INTO refresh_token (digest, family_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))
   RETURNING expires_at`
 
@@ -116,7 +119,7 @@ export class LoginTokens {
   /** Ends the family of a refresh token (logout without an access token); its family and user, or null when unknown. */
   async endByRefreshToken (token: string): Promise<{ familyId: string, userId: string } | null> {
     const { rows } = await this.#pool.query<{ family_id: string, user_id: string }>(
-      `UPDATE token_family f SET revoked_at = coalesce(f.revoked_at, now()), revoked_reason = coalesce(f.revoked_reason, 'logout')
+      `UPDATE token_family f SET ${END_BY_LOGOUT}
          FROM refresh_token t WHERE t.digest = $1 AND f.id = t.family_id
        RETURNING f.id AS family_id, f.user_id`,
       [digestOf(token)]
@@ -127,7 +130,7 @@ export class LoginTokens {
   /** Ends a family (logout with its access token); false when it does not exist. */
   async end (familyId: string): Promise<boolean> {
     const { rowCount } = await this.#pool.query(
-      "UPDATE token_family SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, 'logout') WHERE id = $1",
+      `UPDATE token_family SET ${END_BY_LOGOUT} WHERE id = $1`,
       [familyId]
     )
     return rowCount !== null && rowCount > 0
